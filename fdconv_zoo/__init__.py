@@ -1,0 +1,6 @@
+"""fdconv_zoo: Frequency Dynamic Convolution (CVPR 2025) as timm backbones."""
+
+from .layers import FDConv2d, FDLinear
+
+__version__ = "0.1.0"
+__all__ = ["FDConv2d", "FDLinear", "__version__"]

@@ -1,0 +1,1 @@
+"""Subcommands of the ``fdconv-zoo`` CLI, one module each."""

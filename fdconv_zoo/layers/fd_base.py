@@ -1,0 +1,107 @@
+"""What FDConv2d and FDLinear share: the FDW spectrum, KSM, and the per-sample kernel builder."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .fdw import dft_to_weight, frequency_group_ids, real_dtype, spectral_scale, synthesize_kernels, weight_to_dft
+from .ksm import KSMGlobal, KSMLocal
+
+__all__ = ["FDKernelBase", "DynamicKernel"]
+
+
+class DynamicKernel(NamedTuple):
+    """Per-sample kernel in M layout plus the rank-1 factors that are applied to activations.
+
+    ``kernel`` is ``(B, O*k, I*k)`` = FDW kernel * sigmoid(local logits); ``channel`` (B, I)
+    already carries the local branch's factor 2; ``spatial`` is ``(B, k, k)`` or None.
+    """
+
+    kernel: Tensor
+    channel: Tensor
+    filter: Tensor
+    spatial: Tensor | None
+
+
+class FDKernelBase(nn.Module):
+    """FDW + KSM for an ``(O, I, k, k)`` kernel (a Linear is ``k = 1``).
+
+    Parameter names are the official ones (``dft_weight``, ``bias``, ``KSM_Global``,
+    ``KSM_Local``); the frequency-group map is a non-persistent buffer, rebuilt from the shape.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool, *,
+                 kernel_num: int = 64, temperature: float = 1.0, ksm_reduction: float = 0.0625,
+                 ksm_min_hidden: int = 16, device=None, dtype=None) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("kernel_size", kernel_size)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{type(self).__name__}: {name} must be a positive int, got {value!r}")
+        if temperature <= 0:
+            raise ValueError(f"{type(self).__name__}: temperature must be > 0, got {temperature}")
+        dd = dict(device=device, dtype=dtype)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_num = kernel_num
+        k = kernel_size
+        rows, cols = out_channels * k, in_channels * k
+        try:
+            group_ids = frequency_group_ids(rows, cols, kernel_num)
+        except ValueError as err:
+            raise ValueError(f"{self._describe(k)}: {err}") from None
+        self.register_buffer("group_ids_t", group_ids.t().contiguous().to(device), persistent=False)
+        self.dft_weight = nn.Parameter(torch.empty(1, rows, cols // 2 + 1, 2, **dd))
+        self.bias = nn.Parameter(torch.zeros(out_channels, **dd)) if bias else None
+        self.KSM_Global = KSMGlobal(in_channels, out_channels, k, kernel_num, temperature,
+                                    ksm_reduction, ksm_min_hidden, **dd)
+        self.KSM_Local = KSMLocal(in_channels, out_channels, k, **dd)
+        self._fd_name = ""
+        weight = torch.empty(out_channels, in_channels, k, k)
+        nn.init.kaiming_uniform_(weight, a=5 ** 0.5)
+        self.load_spatial_weight(weight)
+
+    @property
+    def _k(self) -> int:
+        return self.KSM_Local.kernel_size
+
+    def _describe(self, k: int | None = None) -> str:
+        k = self._k if k is None else k
+        name = f"layer '{self._fd_name}' " if getattr(self, "_fd_name", "") else ""
+        return f"{name}{type(self).__name__}({self.in_channels}, {self.out_channels}, k={k})"
+
+    @torch.no_grad()
+    def load_spatial_weight(self, weight: Tensor) -> None:
+        """Set the FDW spectrum from a plain kernel ``(O, I, k, k)`` or ``(O, I)`` (function preserving)."""
+        k = self._k
+        expected = (self.out_channels, self.in_channels, k, k)
+        if weight.dim() == 2:
+            weight = weight[:, :, None, None]
+        if tuple(weight.shape) != expected:
+            raise ValueError(f"{self._describe()}: weight of shape {tuple(weight.shape)} does not fit, expected {expected}")
+        self.dft_weight.copy_(weight_to_dft(weight).to(self.dft_weight))
+
+    def static_weight(self) -> Tensor:
+        """The kernel with neutral attention (``a = 1/n``, no modulation), ``(O, I, k, k)`` float32."""
+        return dft_to_weight(self.dft_weight, self.out_channels, self.in_channels, self._k)
+
+    def dynamic_kernel(self, pooled: Tensor) -> DynamicKernel:
+        """Build every sample's kernel from pooled features ``(B, I)``, in float32 (float64 kept)."""
+        with torch.autocast(pooled.device.type, enabled=False):
+            pooled = pooled.to(real_dtype(self.dft_weight.dtype))
+            channel, filt, spatial, gains = self.KSM_Global(pooled)
+            logits = self.KSM_Local(pooled)
+            scale = spectral_scale(self.out_channels, self.in_channels)
+            if gains is not None:
+                scale *= self.kernel_num
+            cols = self.in_channels * self._k
+            fdw = synthesize_kernels(self.dft_weight, gains, self.group_ids_t, cols, float(scale))
+            if torch.is_grad_enabled():
+                kernel = fdw * torch.sigmoid(logits)
+            else:  # in place: no fresh kernel-sized allocations on the inference path
+                kernel = logits.sigmoid_().mul_(fdw)
+        if spatial is not None:
+            spatial = spatial.view(-1, self._k, self._k)
+        return DynamicKernel(kernel, 2.0 * channel, filt, spatial)

@@ -1,0 +1,188 @@
+"""FDConv2d: a drop-in ``nn.Conv2d`` with Frequency Dynamic Convolution (spec sections 1-3)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .fbm import DEFAULT_CUTOFFS, FrequencyBandModulation
+from .fd_base import DynamicKernel, FDKernelBase
+
+__all__ = ["FDConv2d"]
+
+
+def _pair(value, name: str) -> tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
+        raise ValueError(f"FDConv2d: {name} must be an int or a pair of ints, got {value!r}")
+    return pair
+
+
+def _square_kernel(kernel_size) -> int:
+    kh, kw = _pair(kernel_size, "kernel_size")
+    if kh != kw or kh < 1:
+        raise ValueError(
+            f"FDConv2d supports square kernels only, got kernel_size={kernel_size!r}: FDW reshapes the "
+            "kernel to (O*k, I*k); keep non-square convs plain (convert_to_fdconv skips them)"
+        )
+    return kh
+
+
+def _amp_enabled(x: Tensor) -> bool:
+    return torch.is_autocast_enabled(x.device.type)
+
+
+class FDConv2d(FDKernelBase):
+    """Frequency Dynamic Convolution, a drop-in for ``nn.Conv2d`` (``groups=1``, zero padding).
+
+    Per sample it builds ``K_b = W_b * lambda_b * channel * filter * spatial`` (FDW x KSM) and
+    convolves the FBM-modulated input with it. The per-sample kernel is built in the FDW "M
+    layout" and never permuted: late layers (kernel larger than the feature map) unfold the
+    input and use one batched GEMM; early layers use a grouped convolution. The rank-1 channel,
+    spatial and filter factors are applied to activations, which is the same math, cheaper.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int], stride=1,
+                 padding: int | Sequence[int] | str = 0, dilation=1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", *, kernel_num: int = 64, use_fbm: bool = True,
+                 fbm_cutoffs: Sequence[float] = DEFAULT_CUTOFFS, fbm_lowfreq_att: bool = False,
+                 temperature: float = 1.0, ksm_reduction: float = 0.0625, ksm_min_hidden: int = 16,
+                 device=None, dtype=None) -> None:
+        k = _square_kernel(kernel_size)
+        if groups != 1:
+            raise ValueError(
+                f"FDConv2d({in_channels}, {out_channels}, k={k}) got groups={groups}: FDConv supports groups=1 "
+                "only (grouped and depthwise convs cannot host FDW); keep this conv plain"
+            )
+        if padding_mode != "zeros":
+            raise ValueError(f"FDConv2d supports padding_mode='zeros' only, got {padding_mode!r}; pad the input yourself")
+        super().__init__(in_channels, out_channels, k, bias, kernel_num=kernel_num, temperature=temperature,
+                         ksm_reduction=ksm_reduction, ksm_min_hidden=ksm_min_hidden, device=device, dtype=dtype)
+        self.kernel_size = (k, k)
+        self.stride = _pair(stride, "stride")
+        self.dilation = _pair(dilation, "dilation")
+        self.groups = 1
+        self.padding_mode = padding_mode
+        self.padding = padding
+        self._pad = self._explicit_padding(padding, k)
+        self.FBM = (FrequencyBandModulation(in_channels, fbm_cutoffs, fbm_lowfreq_att, device=device, dtype=dtype)
+                    if use_fbm and k == 3 else None)
+
+    def _explicit_padding(self, padding, k: int) -> tuple[int, int, int, int]:
+        """(left, right, top, bottom) zero padding; 'same' may be asymmetric for even kernels."""
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding == "same":
+            if self.stride != (1, 1):
+                raise ValueError("FDConv2d: padding='same' needs stride=1, as in nn.Conv2d")
+            totals = [d * (k - 1) for d in self.dilation]
+            (th, tw) = totals
+            return (tw // 2, tw - tw // 2, th // 2, th - th // 2)
+        if isinstance(padding, str):
+            raise ValueError(f"FDConv2d: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
+        ph, pw = _pair(padding, "padding")
+        return (pw, pw, ph, ph)
+
+    @classmethod
+    def from_conv(cls, conv: nn.Conv2d, **options) -> FDConv2d:
+        """An FDConv2d computing exactly ``conv`` at init (weights moved into the FDW spectrum)."""
+        if not isinstance(conv, nn.Conv2d):
+            raise ValueError(f"FDConv2d.from_conv needs an nn.Conv2d, got {type(conv).__name__}")
+        if conv.groups != 1:
+            raise ValueError(
+                f"FDConv2d.from_conv: conv {conv} has groups={conv.groups}; FDConv supports groups=1 only "
+                "(grouped and depthwise convs cannot host FDW). Keep it plain or exclude it from conversion"
+            )
+        if conv.kernel_size[0] != conv.kernel_size[1]:
+            raise ValueError(
+                f"FDConv2d.from_conv: conv {conv} has a non-square kernel {conv.kernel_size}; FDConv needs k x k. "
+                "Keep it plain or exclude it from conversion"
+            )
+        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride, conv.padding,
+                    conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
+                    device=conv.weight.device, dtype=conv.weight.dtype, **options)
+        layer.load_spatial_weight(conv.weight)
+        if conv.bias is not None:
+            with torch.no_grad():
+                layer.bias.copy_(conv.bias)
+        layer.train(conv.training)
+        return layer
+
+    def extra_repr(self) -> str:
+        k = self.kernel_size[0]
+        parts = [f"{self.in_channels}, {self.out_channels}, kernel_size={k}, stride={self.stride}"]
+        if any(self._pad):
+            parts.append(f"padding={self.padding}")
+        if self.dilation != (1, 1):
+            parts.append(f"dilation={self.dilation}")
+        parts.append(f"bias={self.bias is not None}, kernel_num={self.kernel_num}, fbm={self.FBM is not None}")
+        return ", ".join(parts)
+
+    def _check_input(self, x: Tensor) -> None:
+        if x.dim() != 4:
+            raise ValueError(
+                f"{self._describe()}: expected a 4-D input (batch, channels, height, width), got shape "
+                f"{tuple(x.shape)}; add a batch dimension, or use FDLinear for (..., C) token tensors"
+            )
+        if x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{self._describe()}: expected {self.in_channels} input channels, got {x.shape[1]} "
+                f"(input shape {tuple(x.shape)}); check the previous layer or build with in_channels={x.shape[1]}"
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        dk = self.dynamic_kernel(x.mean(dim=(2, 3), dtype=torch.promote_types(x.dtype, torch.float32)))
+        if self.FBM is not None:
+            x = self.FBM(x)
+        if not _amp_enabled(x):
+            dk = DynamicKernel(*(t if t is None else t.to(x.dtype) for t in dk))
+        y = self._convolve(x, dk, channels_last)
+        y = y * dk.filter[:, :, None, None].to(y.dtype)
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)[None, :, None, None]
+        if channels_last:
+            y = y.contiguous(memory_format=torch.channels_last)
+        return y
+
+    def _convolve(self, x: Tensor, dk: DynamicKernel, channels_last: bool) -> Tensor:
+        """``conv(x * channel, kernel * spatial)`` per sample, without the filter factor and bias."""
+        k = self.kernel_size[0]
+        (left, right, top, bottom) = self._pad
+        if left != right or top != bottom:
+            x = F.pad(x, (left, right, top, bottom))
+            left = top = 0
+        batch, cin, height, width = x.shape
+        out_h = (height + 2 * top - self.dilation[0] * (k - 1) - 1) // self.stride[0] + 1
+        out_w = (width + 2 * left - self.dilation[1] * (k - 1) - 1) // self.stride[1] + 1
+        cout = self.out_channels
+        channel = dk.channel.to(x.dtype) if not _amp_enabled(x) else dk.channel
+
+        if k == 1 and top == left == 0:
+            cols = x[:, :, ::self.stride[0], ::self.stride[1]] * channel[:, :, None, None]
+            cols = cols.flatten(2)                                    # (B, I, L)
+            kernel = dk.kernel.view(-1, cout, cin)
+        elif cout > out_h * out_w:  # late layers: the kernel is the big tensor, move the input instead
+            cols = F.unfold(x, k, self.dilation, (top, left), self.stride).view(batch, cin, k, k, -1)
+            scale = channel[:, :, None, None] if dk.spatial is None else channel[:, :, None, None] * dk.spatial[:, None]
+            cols = (cols * scale[..., None]).permute(0, 2, 1, 3, 4).reshape(batch, k * cin * k, -1)
+            kernel = dk.kernel.view(-1, cout, k * cin * k)           # M layout rows (o), columns (p, i, q)
+        else:  # early layers: small kernels, large maps -> one grouped convolution
+            kernel = dk.kernel.view(-1, cout, k, cin, k).permute(0, 1, 3, 2, 4)
+            if dk.spatial is not None:
+                kernel = kernel * dk.spatial[:, None, None]
+            kernel = kernel.expand(batch, -1, -1, -1, -1).reshape(batch * cout, cin, k, k)
+            xs = (x * channel[:, :, None, None]).reshape(1, batch * cin, height, width)
+            y = F.conv2d(xs, kernel.to(xs.dtype) if not _amp_enabled(x) else kernel, None, self.stride,
+                         (top, left), self.dilation, groups=batch)
+            return y.view(batch, cout, out_h, out_w)
+
+        kernel = kernel.expand(batch, -1, -1)
+        if channels_last:  # (B, L, O) is NHWC: keep the caller's memory format for free
+            y = torch.bmm(cols.transpose(1, 2), kernel.transpose(1, 2))
+            return y.view(batch, out_h, out_w, cout).permute(0, 3, 1, 2)
+        return torch.bmm(kernel, cols).view(batch, cout, out_h, out_w)

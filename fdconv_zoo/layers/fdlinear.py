@@ -1,0 +1,69 @@
+"""FDLinear: a 1x1 FDConv on token tensors ``(B, ..., C)`` (ConvNeXt and Swin MLPs)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .fd_base import FDKernelBase
+
+__all__ = ["FDLinear"]
+
+
+class FDLinear(FDKernelBase):
+    """A drop-in for ``nn.Linear`` whose weight is an FDConv ``k = 1`` kernel, one per sample.
+
+    KSM pools over every token position of a sample (all axes between batch and channels), so
+    ``(B, H, W, C)`` NHWC maps and ``(B, L, C)`` sequences are both handled. There is no FBM:
+    a 1x1 layer has no kernel frequency bands to modulate (spec section 3).
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *, kernel_num: int = 64,
+                 temperature: float = 1.0, ksm_reduction: float = 0.0625, ksm_min_hidden: int = 16,
+                 device=None, dtype=None) -> None:
+        super().__init__(in_features, out_features, 1, bias, kernel_num=kernel_num, temperature=temperature,
+                         ksm_reduction=ksm_reduction, ksm_min_hidden=ksm_min_hidden, device=device, dtype=dtype)
+
+    @property
+    def in_features(self) -> int:
+        return self.in_channels
+
+    @property
+    def out_features(self) -> int:
+        return self.out_channels
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, **options) -> FDLinear:
+        """An FDLinear computing exactly ``linear`` at init."""
+        if not isinstance(linear, nn.Linear):
+            raise ValueError(f"FDLinear.from_linear needs an nn.Linear, got {type(linear).__name__}")
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
+                    device=linear.weight.device, dtype=linear.weight.dtype, **options)
+        layer.load_spatial_weight(linear.weight)
+        if linear.bias is not None:
+            with torch.no_grad():
+                layer.bias.copy_(linear.bias)
+        layer.train(linear.training)
+        return layer
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, kernel_num={self.kernel_num}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() < 2 or x.shape[-1] != self.in_features:
+            raise ValueError(
+                f"{self._describe()}: expected (batch, ..., {self.in_features}) tokens with channels last, got "
+                f"shape {tuple(x.shape)}; for NCHW feature maps use FDConv2d"
+            )
+        batch = x.shape[0]
+        tokens = x.reshape(batch, -1, self.in_features)                      # (B, T, I)
+        dk = self.dynamic_kernel(tokens.mean(dim=1, dtype=torch.promote_types(x.dtype, torch.float32)))
+        amp = torch.is_autocast_enabled(x.device.type)
+        kernel, channel, filt = (t if amp else t.to(x.dtype) for t in (dk.kernel, dk.channel, dk.filter))
+        kernel = kernel.view(-1, self.out_features, self.in_features).expand(batch, -1, -1)
+        # (x * channel) @ K^T * filter: the rank-1 factors ride on the (small) token tensor.
+        y = torch.bmm(tokens * channel[:, None], kernel.transpose(1, 2)) * filt[:, None]
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y.view(*x.shape[:-1], self.out_features)

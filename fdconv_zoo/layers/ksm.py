@@ -1,0 +1,123 @@
+"""Kernel Spatial Modulation (spec section 2): per-sample attentions from pooled features.
+
+Module and parameter names follow the official checkpoint layout (``KSM_Global.fc``,
+``KSM_Local.conv``, ...), so official and converted checkpoints load without remapping. Every
+head starts at exactly zero, which makes every factor exactly 1 and ``a = 1/n``: a converted
+layer reproduces its source convolution at init.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from timm.models.metaformer import StarReLU
+from torch import Tensor, nn
+
+__all__ = ["KSMGlobal", "KSMLocal", "ksm_hidden_channels", "local_kernel_size"]
+
+
+def ksm_hidden_channels(in_channels: int, reduction: float = 0.0625, min_hidden: int = 16) -> int:
+    """Width of the global branch: ``max(int(I * 0.0625), 16)``."""
+    return max(int(in_channels * reduction), min_hidden)
+
+
+def local_kernel_size(in_channels: int) -> int:
+    """ECA-style 1-D kernel size over channels (I=32 -> 3, 64..512 -> 5, 1024/2048 -> 7)."""
+    return round(math.log2(in_channels) / 2 + 0.5) // 2 * 2 + 1
+
+
+def _zero_(*modules: nn.Module) -> None:
+    for m in modules:
+        nn.init.zeros_(m.weight)
+        if getattr(m, "bias", None) is not None:
+            nn.init.zeros_(m.bias)
+
+
+def _conv1x1(cin: int, cout: int, bias: bool, **dd) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 1, bias=bias, **dd)
+
+
+def _linear(x: Tensor, conv: nn.Conv2d) -> Tensor:
+    """A 1x1 conv applied to pooled vectors ``(B, C)`` as a linear layer, in ``x``'s dtype."""
+    bias = None if conv.bias is None else conv.bias.to(x.dtype)
+    return F.linear(x, conv.weight.to(x.dtype).flatten(1), bias)
+
+
+class KSMGlobal(nn.Module):
+    """Global branch: ``StarReLU(BN(fc(g)))`` feeding channel/filter/spatial/kernel heads."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, kernel_num: int,
+                 temperature: float = 1.0, reduction: float = 0.0625, min_hidden: int = 16,
+                 device=None, dtype=None) -> None:
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        hidden = ksm_hidden_channels(in_channels, reduction, min_hidden)
+        self.kernel_size = kernel_size
+        self.kernel_num = kernel_num
+        self.temperature = temperature
+        self.fc = _conv1x1(in_channels, hidden, False, **dd)
+        self.bn = nn.BatchNorm2d(hidden, **dd)
+        self.relu = StarReLU(**dd)
+        self.channel_fc = _conv1x1(hidden, in_channels, True, **dd)
+        self.filter_fc = _conv1x1(hidden, out_channels, True, **dd)
+        self.spatial_fc = _conv1x1(hidden, kernel_size * kernel_size, True, **dd) if kernel_size > 1 else None
+        self.kernel_fc = _conv1x1(hidden, kernel_num, True, **dd) if kernel_num > 1 else None
+        nn.init.kaiming_normal_(self.fc.weight, mode="fan_out", nonlinearity="relu")
+        _zero_(*(m for m in (self.channel_fc, self.filter_fc, self.spatial_fc, self.kernel_fc) if m is not None))
+
+    def _gate(self, h: Tensor, head: nn.Conv2d) -> Tensor:
+        return 2.0 * torch.sigmoid(_linear(h, head) / self.temperature)
+
+    def _norm(self, h: Tensor) -> Tensor:
+        # BatchNorm over pooled vectors cannot use batch statistics of a single sample: a batch
+        # of one in training normalises with the running statistics instead of crashing.
+        bn = self.bn
+        if self.training and h.shape[0] > 1:
+            return bn(h[:, :, None, None]).flatten(1)
+        return F.batch_norm(h, bn.running_mean.to(h.dtype), bn.running_var.to(h.dtype),
+                            bn.weight.to(h.dtype), bn.bias.to(h.dtype), False, 0.0, bn.eps)
+
+    def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        """``pooled`` (B, I) -> channel (B, I), filter (B, O), spatial (B, k*k)|None, kernel (B, n)|None."""
+        h = self.relu(self._norm(_linear(pooled, self.fc)))
+        channel = self._gate(h, self.channel_fc)
+        filt = self._gate(h, self.filter_fc)
+        spatial = None if self.spatial_fc is None else self._gate(h, self.spatial_fc)
+        kernel = None if self.kernel_fc is None else self._gate(h, self.kernel_fc) / self.kernel_num
+        return channel, filt, spatial, kernel
+
+
+class KSMLocal(nn.Module):
+    """Local branch: a 1-D conv over the channel axis of ``LayerNorm(g)``, one logit per kernel entry.
+
+    The ``Conv1d(1 -> O*k*k)`` is evaluated as one GEMM of rank ``ks`` that writes the logits
+    straight into the FDW "M layout" ``(B, O*k, I*k)``: no permute of kernel-sized tensors.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
+                 device=None, dtype=None) -> None:
+        super().__init__()
+        dd = dict(device=device, dtype=dtype)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.local_size = local_kernel_size(in_channels)
+        self.norm = nn.LayerNorm(in_channels, **dd)
+        self.conv = nn.Conv1d(1, out_channels * kernel_size * kernel_size, self.local_size,
+                              padding=self.local_size // 2, bias=False, **dd)
+        nn.init.zeros_(self.conv.weight)
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        """``pooled`` (B, I) -> logits ``L`` in M layout ``(B, O*k, I*k)``."""
+        k, ks, cin = self.kernel_size, self.local_size, self.in_channels
+        z = F.layer_norm(pooled, (cin,), self.norm.weight.to(pooled.dtype), self.norm.bias.to(pooled.dtype), self.norm.eps)
+        windows = F.pad(z, (ks // 2, ks // 2)).unfold(1, cin, 1)  # (B, ks, I): windows[b, t, i] = z[i + t - ks//2]
+        weight = self.conv.weight.to(z.dtype).view(self.out_channels, k, k, ks)
+        if k == 1:
+            return torch.matmul(weight.view(self.out_channels, ks), windows)
+        # Block-diagonal in the kernel column q: rows (o, p), inner (q', t), columns (i, q).
+        eye = torch.eye(k, device=z.device, dtype=z.dtype)
+        blocks = (windows[:, None, :, :, None] * eye[None, :, None, None, :]).reshape(-1, k * ks, cin * k)
+        return torch.matmul(weight.reshape(self.out_channels * k, k * ks), blocks)
