@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
 import torch
 from torch import nn
 
-__all__ = ["randomize_norms_", "max_relative_error"]
+__all__ = [
+    "FAKE_COMMIT", "randomize_norms_", "max_relative_error", "make_fake_hf_repo", "save_timm_model_to_fake_hub",
+    "offline_hf_hub",
+]
+
+#: The commit every fake repo is filed under (``refs/main`` points to it).
+FAKE_COMMIT = "a" * 40
 
 
 @torch.no_grad()
@@ -33,3 +46,85 @@ def randomize_norms_(model: nn.Module, seed: int = 0) -> nn.Module:
 def max_relative_error(output: torch.Tensor, reference: torch.Tensor) -> float:
     """``max |output - reference| / max |reference|``: the spec's function-preservation metric."""
     return ((output.double() - reference.double()).abs().max() / reference.double().abs().max().clamp_min(1e-30)).item()
+
+
+def make_fake_hf_repo(cache_dir: str | os.PathLike, repo_id: str, files: Mapping[str, bytes | str | os.PathLike],
+                      *, commit: str = FAKE_COMMIT, revision: str = "main", use_symlinks: bool = True) -> Path:
+    """File ``files`` into a Hugging Face cache as if ``repo_id`` had been downloaded; returns the snapshot dir.
+
+    Lets ``hf_hub_download`` (and so timm's ``pretrained=True``) resolve ``repo_id`` offline:
+    ``<cache>/models--<org>--<name>/{blobs/<sha256>, snapshots/<commit>/<file>, refs/<revision>}``.
+    ``files`` maps a repo-relative filename to its bytes, text, or a local file to copy. ``refs``
+    holds the bare commit hash without a trailing newline (with one the lookup fails). Pair it with
+    :func:`offline_hf_hub` (or the ``fake_hub`` pytest fixture) so the cache is the one read.
+    """
+    if len(commit) != 40 or any(c not in "0123456789abcdef" for c in commit):
+        raise ValueError(f"commit must be 40 lowercase hex digits, got {commit!r}")
+    if "/" not in repo_id:
+        raise ValueError(f"repo_id must be '<org>/<name>', got {repo_id!r}")
+    repo = Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / commit
+    blobs = repo / "blobs"
+    snapshot.mkdir(parents=True, exist_ok=True)
+    blobs.mkdir(parents=True, exist_ok=True)
+    for filename, content in files.items():
+        if isinstance(content, str):
+            data = content.encode("utf-8")
+        elif isinstance(content, bytes):
+            data = content
+        else:
+            data = Path(content).read_bytes()
+        target = snapshot / filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.is_symlink() or target.exists():
+            target.unlink()
+        if use_symlinks:
+            blob = blobs / hashlib.sha256(data).hexdigest()
+            blob.write_bytes(data)
+            depth = len(Path(filename).parts) + 1  # snapshots/<commit>/<file...> -> ../../(..)blobs
+            target.symlink_to(Path(*([".."] * depth), "blobs", blob.name))
+        else:
+            target.write_bytes(data)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / revision).write_text(commit)  # no trailing newline
+    return snapshot
+
+
+def save_timm_model_to_fake_hub(model: nn.Module, cache_dir: str | os.PathLike, repo_id: str, *,
+                                model_args: dict | None = None, use_symlinks: bool = True) -> Path:
+    """Save a timm ``model`` as ``config.json`` + ``model.safetensors`` under ``repo_id`` in a fake cache.
+
+    The files are what ``timm.models.push_to_hf_hub`` would upload (``save_for_hf``), so a
+    tagged ``create_model('<arch>.<tag>', pretrained=True)`` or ``hf-hub:<repo_id>`` reads them back.
+    """
+    from timm.models import save_for_hf
+
+    with tempfile.TemporaryDirectory() as staging:
+        save_for_hf(model, staging, model_args=model_args, safe_serialization=True)
+        files = {f.name: f.read_bytes() for f in sorted(Path(staging).iterdir()) if f.is_file()}
+    return make_fake_hf_repo(cache_dir, repo_id, files, use_symlinks=use_symlinks)
+
+
+@contextlib.contextmanager
+def offline_hf_hub(cache_dir: str | os.PathLike) -> Iterator[Path]:
+    """Point huggingface_hub at ``cache_dir`` in offline mode for the duration of the block.
+
+    huggingface_hub reads ``HF_HUB_CACHE``/``HF_HUB_OFFLINE`` once at import, so the module
+    constants are patched (and the env var set for subprocesses); both are restored on exit.
+    Outside pytest this does what the ``fake_hub`` fixture does.
+    """
+    import huggingface_hub.constants as hfc
+
+    cache = Path(cache_dir)
+    cache.mkdir(parents=True, exist_ok=True)
+    saved = (hfc.HF_HUB_CACHE, hfc.HF_HUB_OFFLINE, os.environ.get("HF_HUB_OFFLINE"))
+    hfc.HF_HUB_CACHE, hfc.HF_HUB_OFFLINE = str(cache), True
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        yield cache
+    finally:
+        hfc.HF_HUB_CACHE, hfc.HF_HUB_OFFLINE = saved[0], saved[1]
+        if saved[2] is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved[2]

@@ -98,10 +98,14 @@ class FDKernelBase(nn.Module):
                 scale *= self.kernel_num
             cols = self.in_channels * self._k
             fdw = synthesize_kernels(self.dft_weight, gains, self.group_ids_t, cols, float(scale))
+            fdw = fdw.view(-1, self.out_channels, self._k, self.in_channels, self._k)   # (o, p, i, q)
+            local = logits.transpose(-1, -2)                                              # (o, p, q, i) -> (o, p, i, q)
             if torch.is_grad_enabled():
-                kernel = fdw * torch.sigmoid(logits)
+                kernel = (fdw * torch.sigmoid(local)).reshape(-1, self.out_channels * self._k, cols)
             else:  # in place: no fresh kernel-sized allocations on the inference path
-                kernel = logits.sigmoid_().mul_(fdw)
+                if fdw.shape[0] != logits.shape[0]:
+                    fdw = fdw.expand(logits.shape[0], -1, -1, -1, -1).contiguous()
+                kernel = fdw.mul_(local.sigmoid_()).view(-1, self.out_channels * self._k, cols)
         if spatial is not None:
             spatial = spatial.view(-1, self._k, self._k)
         return DynamicKernel(kernel, 2.0 * channel, filt, spatial)

@@ -92,8 +92,8 @@ class KSMGlobal(nn.Module):
 class KSMLocal(nn.Module):
     """Local branch: a 1-D conv over the channel axis of ``LayerNorm(g)``, one logit per kernel entry.
 
-    The ``Conv1d(1 -> O*k*k)`` is evaluated as one GEMM of rank ``ks`` that writes the logits
-    straight into the FDW "M layout" ``(B, O*k, I*k)``: no permute of kernel-sized tensors.
+    The ``Conv1d(1 -> O*k*k)`` is evaluated as one GEMM of rank ``ks`` (weight ``(O*k*k, ks)``
+    times the ``ks`` shifted copies of ``z``), several times faster than ``conv1d`` here.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
@@ -110,14 +110,10 @@ class KSMLocal(nn.Module):
         nn.init.zeros_(self.conv.weight)
 
     def forward(self, pooled: Tensor) -> Tensor:
-        """``pooled`` (B, I) -> logits ``L`` in M layout ``(B, O*k, I*k)``."""
+        """``pooled`` (B, I) -> logits ``(B, O, k, k, I)`` (the conv1d output, channel = o*k*k + p*k + q)."""
         k, ks, cin = self.kernel_size, self.local_size, self.in_channels
-        z = F.layer_norm(pooled, (cin,), self.norm.weight.to(pooled.dtype), self.norm.bias.to(pooled.dtype), self.norm.eps)
+        z = F.layer_norm(pooled, (cin,), self.norm.weight.to(pooled.dtype), self.norm.bias.to(pooled.dtype),
+                         self.norm.eps)
         windows = F.pad(z, (ks // 2, ks // 2)).unfold(1, cin, 1)  # (B, ks, I): windows[b, t, i] = z[i + t - ks//2]
-        weight = self.conv.weight.to(z.dtype).view(self.out_channels, k, k, ks)
-        if k == 1:
-            return torch.matmul(weight.view(self.out_channels, ks), windows)
-        # Block-diagonal in the kernel column q: rows (o, p), inner (q', t), columns (i, q).
-        eye = torch.eye(k, device=z.device, dtype=z.dtype)
-        blocks = (windows[:, None, :, :, None] * eye[None, :, None, None, :]).reshape(-1, k * ks, cin * k)
-        return torch.matmul(weight.reshape(self.out_channels * k, k * ks), blocks)
+        logits = torch.matmul(self.conv.weight.to(z.dtype).view(-1, ks), windows)
+        return logits.view(-1, self.out_channels, k, k, cin)

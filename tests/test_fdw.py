@@ -1,0 +1,81 @@
+"""FDW: exact, stable frequency grouping and mutually orthogonal basis kernels."""
+
+import pytest
+import torch
+
+from fdconv_zoo import FDConv2d, FDLinear
+from fdconv_zoo.analysis import band_decomposition, basis_cosine_similarity, basis_kernels
+from fdconv_zoo.layers.fdw import conjugate_pairs, dft_to_weight, frequency_group_ids, weight_to_dft
+from fdconv_zoo.reference import reference_group_members
+
+
+@pytest.mark.parametrize("rows,cols,n", [(12, 12, 5), (9, 15, 7), (96, 99, 64), (144, 96, 64), (40, 3, 1), (7, 8, 8)])
+def test_groups_partition_the_spectrum_exactly(rows, cols, n):
+    ids = frequency_group_ids(rows, cols, n)
+    assert ids.shape == (rows, cols // 2 + 1)
+    counts = torch.bincount(ids.flatten(), minlength=n)
+    assert counts.sum() == ids.numel() and counts.min() >= 1       # every bin in exactly one non-empty group
+    expected = torch.tensor([len(c) for c in torch.arange(ids.numel()).tensor_split(n)])
+    moved, _ = conjugate_pairs(rows, cols)
+    assert (counts - expected).abs().sum() <= 2 * moved.numel()     # tensor_split sizes up to kept-together pairs
+    members = reference_group_members(rows, cols, n)
+    for g, (u, v) in enumerate(members):
+        assert (ids[u, v] == g).all()                               # same groups as a plain Python stable sort
+    assert sum(len(u) for u, _ in members) == ids.numel()
+
+
+def test_conjugate_frequencies_share_a_group():
+    rows, cols = 48 * 3, 32 * 3                                      # a border splits two pairs here
+    ids = frequency_group_ids(rows, cols, 64).flatten()
+    first, second = conjugate_pairs(rows, cols)
+    assert torch.equal(ids[first], ids[second])
+
+
+def test_groups_follow_radius_order():
+    ids = frequency_group_ids(24, 30, 16)
+    fy = torch.fft.fftfreq(24)[:, None]
+    fx = torch.fft.rfftfreq(30)[None, :]
+    radius = (fy * 1.0) ** 2 + fx**2
+    for g in range(15):
+        assert radius[ids == g].max() <= radius[ids == g + 1].min() + 1e-12
+
+
+def test_too_many_groups_for_the_distinct_frequencies():
+    with pytest.raises(ValueError, match=r"kernel_num=35 leaves a group .* empty .*use a smaller kernel_num"):
+        frequency_group_ids(7, 8, 35)
+
+
+def test_too_many_groups_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"kernel_num=500 .*use kernel_num <= 84"):
+        FDConv2d(4, 4, 3, kernel_num=500)
+
+
+def test_weight_dft_round_trip():
+    w = torch.randn(20, 33, 3, 3)
+    dft = weight_to_dft(w)
+    assert dft.shape == (1, 60, 33 * 3 // 2 + 1, 2)
+    assert torch.allclose(dft_to_weight(dft, 20, 33, 3), w, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer", [
+    lambda: FDConv2d(32, 48, 3, kernel_num=64),
+    lambda: FDConv2d(33, 20, 3, kernel_num=7),
+    lambda: FDConv2d(64, 128, 1, kernel_num=64),
+    lambda: FDLinear(96, 384, kernel_num=64),
+], ids=["3x3", "odd", "1x1", "linear"])
+def test_basis_kernels_are_orthogonal_and_sum_to_the_weight(layer):
+    layer = layer()
+    basis = basis_kernels(layer)
+    assert basis.shape[0] == layer.kernel_num
+    assert torch.allclose(basis.sum(0), layer.static_weight(), atol=1e-5)
+    cos = basis_cosine_similarity(layer)
+    off_diagonal = cos - torch.diag(torch.diag(cos))
+    assert off_diagonal.abs().max() <= 1e-6
+    assert torch.allclose(torch.diag(cos), torch.ones(layer.kernel_num), atol=1e-5)
+
+
+def test_band_decomposition_sums_to_the_input():
+    x = torch.randn(2, 3, 20, 17)
+    bands = band_decomposition(x)
+    assert bands.shape == (2, 4, 3, 20, 17)
+    assert torch.allclose(bands.sum(1), x, atol=1e-5)

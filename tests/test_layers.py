@@ -1,0 +1,170 @@
+"""FDConv layers against the spec: function preservation, the reference formulation, edge shapes."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from fdconv_zoo import FDConv2d, FDLinear
+from fdconv_zoo.reference import reference_forward
+from fdconv_zoo.testing import max_relative_error
+
+torch.manual_seed(0)
+
+
+def perturb_(layer: nn.Module, scale: float = 0.3, seed: int = 1) -> nn.Module:
+    """Move every FDConv parameter away from its neutral init, so every factor is non-trivial."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in layer.named_parameters():
+            if "dft_weight" not in name and name != "bias":
+                p.add_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * scale)
+        for m in layer.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2, generator=gen)
+                m.running_var.uniform_(0.5, 1.5, generator=gen)
+    return layer
+
+
+# (in, out, k, stride, padding, dilation, bias, kernel_num, H, W): I*k odd, n not dividing the bins, n = 1,
+# stride 2, dilation, no bias, non-square maps, 'same' padding, 1x1 strided, wide (unfold path) and narrow layers.
+CONV_CASES = [
+    (32, 48, 3, 1, 1, 1, True, 64, 9, 11),
+    (33, 20, 3, 2, 1, 1, True, 7, 7, 5),
+    (65, 40, 1, 1, 0, 1, False, 64, 6, 6),
+    (24, 24, 3, 1, 2, 2, True, 1, 8, 6),
+    (20, 96, 3, 1, "same", 1, False, 5, 4, 4),
+    (64, 32, 1, 2, 0, 1, True, 16, 9, 7),
+    (17, 18, 3, 2, 0, 1, True, 3, 10, 10),
+]
+CONV_IDS = [f"I{c[0]}-O{c[1]}-k{c[2]}-s{c[3]}-p{c[4]}-d{c[5]}-n{c[7]}" for c in CONV_CASES]
+
+
+def make_conv(case):
+    cin, cout, k, stride, padding, dilation, bias, _, _, _ = case
+    return nn.Conv2d(cin, cout, k, stride, padding, dilation, bias=bias)
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=CONV_IDS)
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_from_conv_is_function_preserving(case, train):
+    conv = make_conv(case)
+    fd = FDConv2d.from_conv(conv, kernel_num=case[7]).train(train)
+    x = torch.randn(3, case[0], case[8], case[9])
+    assert max_relative_error(fd(x), conv(x)) <= 1e-5
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=CONV_IDS)
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_matches_reference_with_non_neutral_parameters(case, train):
+    conv = make_conv(case)
+    fd = perturb_(FDConv2d.from_conv(conv, kernel_num=case[7], fbm_lowfreq_att=train)).train(train)
+    ref = copy.deepcopy(fd)
+    x = torch.randn(3, case[0], case[8], case[9])
+    out = fd(x)
+    expected = reference_forward(ref, x)
+    assert out.shape == expected.shape
+    assert max_relative_error(out, expected) <= 1e-5
+    # the perturbed modulations really act: the output has left the plain conv's
+    assert max_relative_error(out, conv(x)) > 1e-2
+
+
+def test_inference_path_equals_autograd_path():
+    fd = perturb_(FDConv2d(40, 72, 3, padding=1, kernel_num=12)).eval()
+    x = torch.randn(2, 40, 6, 5)
+    with torch.no_grad():
+        fast = fd(x)
+    assert torch.allclose(fd(x), fast, rtol=1e-5, atol=1e-6)
+
+
+def test_batch_of_one_trains():
+    fd = perturb_(FDConv2d(32, 32, 3, padding=1, kernel_num=8)).train()
+    x = torch.randn(1, 32, 6, 6, requires_grad=True)
+    fd(x).square().mean().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert all(p.grad is not None for p in fd.parameters() if p.requires_grad)
+
+
+def test_channels_last_input_keeps_format_and_values():
+    fd = perturb_(FDConv2d(32, 48, 3, padding=1, kernel_num=8)).eval()
+    x = torch.randn(2, 32, 7, 9)
+    y = fd(x)
+    y_cl = fd(x.contiguous(memory_format=torch.channels_last))
+    assert y_cl.is_contiguous(memory_format=torch.channels_last)
+    assert max_relative_error(y_cl, y) <= 1e-5
+    fd1 = perturb_(FDConv2d(32, 64, 1, kernel_num=8)).eval()
+    y1 = fd1(x.contiguous(memory_format=torch.channels_last))
+    assert y1.is_contiguous(memory_format=torch.channels_last)
+    assert max_relative_error(y1, fd1(x)) <= 1e-5
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 40), (2, 3, 5, 40), (3, 40)])
+def test_fdlinear_function_preserving_and_reference(shape):
+    lin = nn.Linear(40, 90)
+    fd = FDLinear.from_linear(lin, kernel_num=16)
+    x = torch.randn(*shape)
+    assert max_relative_error(fd(x), lin(x)) <= 1e-5
+    perturb_(fd)
+    assert max_relative_error(fd(x), reference_forward(fd, x)) <= 1e-5
+
+
+def test_gradcheck_float64():
+    fd = perturb_(FDConv2d(5, 6, 3, stride=1, padding=1, kernel_num=4, dtype=torch.float64)).eval()
+    fd.bias.data.normal_()
+    x = torch.randn(2, 5, 5, 4, dtype=torch.float64, requires_grad=True)
+    names = ["dft_weight", "KSM_Local.conv.weight", "KSM_Global.kernel_fc.weight", "KSM_Global.spatial_fc.bias",
+             "FBM.freq_weight_conv_list.1.weight", "KSM_Global.fc.weight"]
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in fd.named_parameters() if n in names}
+    assert len(params) == len(names)
+
+    def fn(x, *tensors):
+        return torch.func.functional_call(fd, dict(zip(params, tensors)), (x,))
+
+    assert torch.autograd.gradcheck(fn, (x, *params.values()), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_gradcheck_float64_fdlinear_train_mode():
+    fd = perturb_(FDLinear(6, 5, kernel_num=3, dtype=torch.float64)).train()
+    x = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)
+    dft = fd.dft_weight.detach().clone().requires_grad_(True)
+
+    def fn(x, dft):
+        return torch.func.functional_call(fd, {"dft_weight": dft}, (x,))
+
+    assert torch.autograd.gradcheck(fn, (x, dft), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_bfloat16_autocast_runs_ffts_in_float32(monkeypatch):
+    seen = []
+    for name in ("ifft", "irfft", "rfft2", "irfft2"):
+        original = getattr(torch.fft, name)
+
+        def wrapped(inp, *args, _original=original, **kwargs):
+            seen.append(inp.dtype)
+            return _original(inp, *args, **kwargs)
+
+        monkeypatch.setattr(torch.fft, name, wrapped)
+    fd = perturb_(FDConv2d(32, 32, 3, padding=1, kernel_num=8)).eval()
+    x = torch.randn(2, 32, 8, 8)
+    reference = fd(x)
+    seen.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = fd(x)
+    assert out.dtype == torch.bfloat16
+    assert seen and all(dtype in (torch.float32, torch.complex64) for dtype in seen), seen
+    assert max_relative_error(out.float(), reference) <= 3e-2
+
+
+def test_whole_bfloat16_layer_runs():
+    fd = perturb_(FDConv2d(32, 32, 3, padding=1, kernel_num=8)).eval()
+    x = torch.randn(2, 32, 8, 8)
+    out = copy.deepcopy(fd).to(torch.bfloat16)(x.bfloat16())
+    assert out.dtype == torch.bfloat16
+    assert max_relative_error(out.float(), fd(x)) <= 3e-2
+
+
+def test_device_and_dtype_kwargs():
+    fd = FDConv2d(32, 32, 3, dtype=torch.float64, device="cpu")
+    assert all(p.dtype == torch.float64 for p in fd.parameters())
+    assert fd(torch.randn(1, 32, 5, 5, dtype=torch.float64)).dtype == torch.float64
