@@ -6,7 +6,6 @@ import fnmatch
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor, nn
 
 from .layers.fd_base import FDKernelBase

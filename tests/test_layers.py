@@ -119,7 +119,7 @@ def test_gradcheck_float64():
     assert len(params) == len(names)
 
     def fn(x, *tensors):
-        return torch.func.functional_call(fd, dict(zip(params, tensors)), (x,))
+        return torch.func.functional_call(fd, dict(zip(params, tensors, strict=True)), (x,))
 
     assert torch.autograd.gradcheck(fn, (x, *params.values()), eps=1e-6, atol=1e-5, rtol=1e-4)
 
@@ -168,3 +168,12 @@ def test_device_and_dtype_kwargs():
     fd = FDConv2d(32, 32, 3, dtype=torch.float64, device="cpu")
     assert all(p.dtype == torch.float64 for p in fd.parameters())
     assert fd(torch.randn(1, 32, 5, 5, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_training_after_inference_mode():
+    fd = FDConv2d(32, 32, 3, padding=1, kernel_num=8)
+    x = torch.randn(2, 32, 11, 13)
+    with torch.inference_mode():
+        fd(x)                                   # fills the FBM mask cache
+    fd(x).sum().backward()
+    assert fd.dft_weight.grad is not None

@@ -26,12 +26,17 @@ def low_pass_masks(height: int, width: int, cutoffs: Sequence[float], device=Non
     key = (height, width, tuple(float(c) for c in cutoffs), str(torch.device(device or "cpu")), dtype)
     mask = _MASK_CACHE.get(key)
     if mask is None:
-        fy = torch.fft.fftfreq(height, dtype=torch.float64).abs()
-        fx = torch.fft.rfftfreq(width, dtype=torch.float64).abs()
-        radius = torch.maximum(fy[:, None], fx[None, :])
-        mask = torch.stack([radius < c for c in cutoffs]).to(device=device, dtype=dtype)
+        with torch.inference_mode(False):  # cached tensors must stay usable by autograd later
+            mask = _build_masks(height, width, cutoffs, device, dtype)
         _MASK_CACHE[key] = mask
     return mask
+
+
+def _build_masks(height: int, width: int, cutoffs: Sequence[float], device, dtype: torch.dtype) -> Tensor:
+    fy = torch.fft.fftfreq(height, dtype=torch.float64).abs()
+    fx = torch.fft.rfftfreq(width, dtype=torch.float64).abs()
+    radius = torch.maximum(fy[:, None], fx[None, :])
+    return torch.stack([radius < c for c in cutoffs]).to(device=device, dtype=dtype)
 
 
 def low_pass_stack(x: Tensor, cutoffs: Sequence[float] = DEFAULT_CUTOFFS) -> Tensor:
@@ -51,7 +56,7 @@ def frequency_bands(x: Tensor, cutoffs: Sequence[float] = DEFAULT_CUTOFFS) -> li
     """Octave bands of ``x``, highest first: ``[x - L_1, L_1 - L_2, ..., L_J]`` (they sum to ``x``)."""
     lows = low_pass_stack(x, cutoffs).unbind(1)
     previous = [x.to(lows[0].dtype), *lows[:-1]]
-    return [hi - lo for hi, lo in zip(previous, lows)] + [lows[-1]]
+    return [hi - lo for hi, lo in zip(previous, lows, strict=True)] + [lows[-1]]
 
 
 class FrequencyBandModulation(nn.Module):
@@ -61,7 +66,8 @@ class FrequencyBandModulation(nn.Module):
                  lowfreq_att: bool = False, device=None, dtype=None) -> None:
         super().__init__()
         self.cutoffs = tuple(float(c) for c in cutoffs)
-        if not self.cutoffs or any(not 0.0 < c <= 0.5 for c in self.cutoffs) or list(self.cutoffs) != sorted(self.cutoffs, reverse=True):
+        decreasing = list(self.cutoffs) == sorted(self.cutoffs, reverse=True)
+        if not self.cutoffs or any(not 0.0 < c <= 0.5 for c in self.cutoffs) or not decreasing:
             raise ValueError(f"FBM cutoffs must be decreasing values in (0, 0.5], got {cutoffs}")
         self.lowfreq_att = lowfreq_att
         num_maps = len(self.cutoffs) + int(lowfreq_att)

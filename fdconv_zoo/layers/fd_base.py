@@ -37,7 +37,8 @@ class FDKernelBase(nn.Module):
                  kernel_num: int = 64, temperature: float = 1.0, ksm_reduction: float = 0.0625,
                  ksm_min_hidden: int = 16, device=None, dtype=None) -> None:
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("kernel_size", kernel_size)):
+        sizes = (("in_channels", in_channels), ("out_channels", out_channels), ("kernel_size", kernel_size))
+        for name, value in sizes:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{type(self).__name__}: {name} must be a positive int, got {value!r}")
         if temperature <= 0:
@@ -80,7 +81,9 @@ class FDKernelBase(nn.Module):
         if weight.dim() == 2:
             weight = weight[:, :, None, None]
         if tuple(weight.shape) != expected:
-            raise ValueError(f"{self._describe()}: weight of shape {tuple(weight.shape)} does not fit, expected {expected}")
+            raise ValueError(
+                f"{self._describe()}: weight of shape {tuple(weight.shape)} does not fit, expected {expected}"
+            )
         self.dft_weight.copy_(weight_to_dft(weight).to(self.dft_weight))
 
     def static_weight(self) -> Tensor:

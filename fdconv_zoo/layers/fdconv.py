@@ -58,7 +58,9 @@ class FDConv2d(FDKernelBase):
                 "only (grouped and depthwise convs cannot host FDW); keep this conv plain"
             )
         if padding_mode != "zeros":
-            raise ValueError(f"FDConv2d supports padding_mode='zeros' only, got {padding_mode!r}; pad the input yourself")
+            raise ValueError(
+                f"FDConv2d supports padding_mode='zeros' only, got {padding_mode!r}; pad the input yourself"
+            )
         super().__init__(in_channels, out_channels, k, bias, kernel_num=kernel_num, temperature=temperature,
                          ksm_reduction=ksm_reduction, ksm_min_hidden=ksm_min_hidden, device=device, dtype=dtype)
         self.kernel_size = (k, k)
