@@ -162,7 +162,7 @@ class FDConv2d(FDKernelBase):
         out_h = (height + 2 * top - self.dilation[0] * (k - 1) - 1) // self.stride[0] + 1
         out_w = (width + 2 * left - self.dilation[1] * (k - 1) - 1) // self.stride[1] + 1
         cout = self.out_channels
-        channel = dk.channel.to(x.dtype) if not _amp_enabled(x) else dk.channel
+        channel = dk.channel  # already in x's dtype unless autocast decides (cast once in forward)
 
         if k == 1 and top == left == 0:
             cols = x[:, :, ::self.stride[0], ::self.stride[1]] * channel[:, :, None, None]
@@ -179,8 +179,7 @@ class FDConv2d(FDKernelBase):
                 kernel = kernel * dk.spatial[:, None, None]
             kernel = kernel.expand(batch, -1, -1, -1, -1).reshape(batch * cout, cin, k, k)
             xs = (x * channel[:, :, None, None]).reshape(1, batch * cin, height, width)
-            y = F.conv2d(xs, kernel.to(xs.dtype) if not _amp_enabled(x) else kernel, None, self.stride,
-                         (top, left), self.dilation, groups=batch)
+            y = F.conv2d(xs, kernel, None, self.stride, (top, left), self.dilation, groups=batch)
             return y.view(batch, cout, out_h, out_w)
 
         kernel = kernel.expand(batch, -1, -1)
