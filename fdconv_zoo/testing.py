@@ -14,7 +14,7 @@ from torch import nn
 
 __all__ = [
     "FAKE_COMMIT", "randomize_norms_", "max_relative_error", "make_fake_hf_repo", "save_timm_model_to_fake_hub",
-    "offline_hf_hub",
+    "offline_hf_hub", "assert_feature_maps",
 ]
 
 #: The commit every fake repo is filed under (``refs/main`` points to it).
@@ -128,3 +128,34 @@ def offline_hf_hub(cache_dir: str | os.PathLike) -> Iterator[Path]:
             os.environ.pop("HF_HUB_OFFLINE", None)
         else:
             os.environ["HF_HUB_OFFLINE"] = saved[2]
+
+
+@torch.no_grad()
+def assert_feature_maps(model: nn.Module, channels: list[int], reductions: list[int],
+                        sizes: tuple[tuple[int, int], ...] = ((64, 64), (64, 96)), seed: int = 0
+                        ) -> dict[tuple[int, int], tuple[torch.Tensor, list[torch.Tensor]]]:
+    """Check a timm ``features_only`` model: ``feature_info`` and the real outputs at each input size.
+
+    Channels are read along ``get_channel_dim(model.output_fmt)`` (Swin's wrappers give NHWC),
+    spatial sizes must be ``input // reduction``. Non-square sizes catch swapped H/W. Returns
+    ``{size: (input, features)}`` so callers can compare the same forward pass with a reference.
+    """
+    from timm.layers import get_channel_dim
+
+    info = model.feature_info
+    assert info.channels() == channels, (info.channels(), channels)
+    assert info.reduction() == reductions, (info.reduction(), reductions)
+    dim = get_channel_dim(getattr(model, "output_fmt", "NCHW"))
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for h, w in sizes:
+        x = torch.randn(1, 3, h, w, generator=gen)
+        feats = model(x)
+        if isinstance(feats, dict):
+            feats = list(feats.values())
+        assert len(feats) == len(channels), (len(feats), len(channels))
+        for f, c, r in zip(feats, channels, reductions, strict=True):
+            spatial = [s for i, s in enumerate(f.shape[1:], 1) if i != dim]
+            assert f.shape[dim] == c and spatial == [h // r, w // r], (tuple(f.shape), c, r, (h, w))
+        out[(h, w)] = (x, list(feats))
+    return out

@@ -1,0 +1,24 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty, offline Hugging Face cache; fill it with ``fdconv_zoo.testing.make_fake_hf_repo``.
+
+    huggingface_hub reads its constants at import, so they are patched here (env var too, for
+    subprocesses); everything is restored after the test.
+    """
+    import huggingface_hub.constants as hfc
+
+    cache = tmp_path / "hf_hub"
+    cache.mkdir()
+    monkeypatch.setattr(hfc, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(hfc, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return cache
