@@ -12,12 +12,12 @@ import copy
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from .atomic_io import atomic_write_text
 from .hub_errors import CatalogueError
 
 __all__ = [
@@ -181,7 +181,7 @@ def expected_sha256(repo_id: str, path: str | os.PathLike | None = None) -> str 
 
 
 def write_catalogue(data: Mapping[str, Any], path: str | os.PathLike | None = None) -> Path:
-    """Validate and write the whole catalogue atomically (temp file + ``os.replace``).
+    """Validate and write the whole catalogue atomically.
 
     The link ``fdconv_zoo/catalogue.json`` is resolved first: replacing the link itself would
     turn it into a copy and silently fork the catalogue from ``hub/``.
@@ -197,20 +197,7 @@ def write_catalogue(data: Mapping[str, Any], path: str | os.PathLike | None = No
     entries.sort(key=lambda e: (e["architecture"], e["tag"]))
     real = Path(path or CATALOGUE_PATH).resolve()
     text = json.dumps({"org": org, "checkpoints": entries}, indent=2, sort_keys=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=".catalogue.", suffix=".json.tmp", dir=real.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        if real.exists():
-            os.chmod(tmp, real.stat().st_mode & 0o777)
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, real)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_text(real, text)
     _load_cached.cache_clear()
     return real
 

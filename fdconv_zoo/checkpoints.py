@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .atomic_io import atomic_path
 from .convert import OFFICIAL_PREFIXES, fd_layers, official_to_zoo, vanilla_to_fdconv
 from .hub_errors import ArchitectureMismatchError, ChecksumMismatchError, CorruptCheckpointError, KeyMismatchError
 
@@ -125,21 +125,12 @@ def _unshare(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 def save_safetensors(tensors: Mapping[str, Tensor], path: str | os.PathLike,
                      metadata: Mapping[str, str] | None = None) -> Path:
-    """Write ``tensors`` as safetensors atomically (temp file in the same folder + ``os.replace``)."""
+    """Write ``tensors`` as safetensors atomically (see :mod:`fdconv_zoo.atomic_io`)."""
     from safetensors.torch import save_file
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(_unshare(tensors), tmp, metadata=dict(metadata) if metadata else None)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def _arch_name(model: nn.Module) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .atomic_io import staged_folder
 from .catalogue import HUB_ORG, find_entry, make_entry, record_checkpoint
 from .checkpoints import file_sha256, load_checkpoint_file, verify_sha256
 from .hub_errors import CatalogueError, CorruptCheckpointError, HubError, HubUnavailableError, ReproductionError
@@ -185,8 +186,8 @@ def save_for_hub(model: nn.Module, folder: str | os.PathLike, *, model_args: Map
     ``create_model`` plus ``model_args`` given here, pretrained_cfg), so ``hf-hub:``/``local-dir:``
     rebuild the same network. ``card_fields`` go to :func:`fdconv_zoo.cards.render_card`
     (``tag`` is required; ``converted_from`` or ``trained_with``, ``metrics``, ``stats``...).
-    Files are written to a staging folder beside ``folder`` and moved in with ``os.replace``,
-    so a crash never leaves a half-written file under a final name.
+    Written through :func:`fdconv_zoo.atomic_io.staged_folder`: a crash never leaves a
+    half-written file under a final name.
     """
     from timm.models import save_for_hf
 
@@ -194,10 +195,7 @@ def save_for_hub(model: nn.Module, folder: str | os.PathLike, *, model_args: Map
 
     if "tag" not in card_fields:
         raise TypeError("save_for_hub needs tag=... for the model card (the checkpoint's timm tag)")
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.staging.", dir=folder.parent))
-    try:
+    with staged_folder(folder) as staging:
         # the source model's cfg notes (e.g. "converted on load from timm/...") describe where *its*
         # weights came from, not this checkpoint's: the card and catalogue carry the provenance.
         notes = f"FDConv checkpoint published with fdconv_zoo. {_USAGE_NOTE}"
@@ -205,13 +203,7 @@ def save_for_hub(model: nn.Module, folder: str | os.PathLike, *, model_args: Map
                     model_args=_model_args_of(model, model_args), safe_serialization=True,
                     data_config=dict(data_config) if data_config else None)
         (staging / CARD_NAME).write_text(render_card(model, **card_fields), encoding="utf-8")
-        folder.mkdir(exist_ok=True)
-        for name in HUB_FILES:
-            os.chmod(staging / name, 0o644)
-            os.replace(staging / name, folder / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return folder
+    return Path(folder)
 
 
 def load_hub_folder(folder: str | os.PathLike, **kwargs: Any) -> nn.Module:

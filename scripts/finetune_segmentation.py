@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from fdconv_zoo.training.cli_args import add_optimisation_args, add_run_args, add_weights_args
 from fdconv_zoo.training.errors import run_cli
 from fdconv_zoo.training.segmentation import SegmentationConfig, finetune_segmentation
 
@@ -29,12 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default=d.model, help="backbone (timm/fdconv_zoo name, default: %(default)s)")
     g.add_argument("--vanilla-twin", action="store_true",
                    help="use the plain timm network the FDConv model was built from (resnet18_fdconv -> resnet18)")
-    g.add_argument("--model-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="extra backbone kwargs, e.g. fd_kernel_num=16 (JSON values)")
-    g.add_argument("--init-from", default=None,
-                   help="backbone weights: a checkpoint file, an export folder (e.g. of train_classification.py), "
-                        "a tag of this model or a timm/Hub tag of its vanilla twin")
-    g.add_argument("--pretrained", action="store_true", help="load the backbone's default pretrained weights (Hub)")
+    add_weights_args(g)
     g.add_argument("--head", choices=["uper", "fpn"], default=d.head, help="PPM+FPN (UPerNet-style) or plain FPN")
     g.add_argument("--head-channels", type=int, default=d.head_channels)
     g.add_argument("--out-indices", type=int, nargs="+", default=list(d.out_indices),
@@ -59,33 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-val-samples", type=int, default=None, help="evaluate on the first N val images only")
     g.add_argument("--num-workers", type=int, default=d.num_workers, help="DataLoader workers per process")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="per process (default: %(default)s)")
+    add_optimisation_args(g, d)
     g.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)
     g.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps")
-    g.add_argument("--lr", type=float, default=d.lr, help="AdamW peak LR (default: %(default)s)")
     g.add_argument("--head-lr-mult", type=float, default=None,
                    help="head LR multiplier (default: 10 with pretrained/--init-from weights, else 1)")
-    g.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio)
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument("--warmup-steps", type=int, default=None, help="linear warmup (default: 5%% of the steps)")
-    g.add_argument("--clip-grad", type=float, default=d.clip_grad, help="max grad norm, 0 = off")
-    g.add_argument("--grad-accum", type=int, default=d.grad_accum)
-    g.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None,
-                   help="default: the accelerate config's")
     g.add_argument("--overfit-batch", action="store_true",
                    help="debug: train on one fixed batch and crop (the loss must fall)")
     g = p.add_argument_group("run")
-    g.add_argument("--output-dir", default=d.output_dir)
-    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
-                   help="save a resumable checkpoint every N steps and at the end; 0 = none")
-    g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints)
-    g.add_argument("--resume", nargs="?", const="latest", default=None,
-                   help="continue from the newest checkpoint in --output-dir, or from the given one")
-    g.add_argument("--eval-every", type=int, default=None, help="steps (default: 0 = at the end only)")
-    g.add_argument("--log-every", type=int, default=d.log_every)
-    g.add_argument("--report-to", default=d.report_to, help="accelerate tracker(s), comma separated, or 'none'")
-    g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument("--crash-at-step", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulated crash
+    add_run_args(g, d, eval_every_help="steps (default: 0 = at the end only)")
     return p
 
 

@@ -18,6 +18,7 @@ import argparse
 import sys
 
 from fdconv_zoo.training.classification import ClassificationConfig, train_classification
+from fdconv_zoo.training.cli_args import add_optimisation_args, add_run_args, add_weights_args
 from fdconv_zoo.training.errors import run_cli
 
 
@@ -26,12 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("model")
     g.add_argument("--model", default=d.model, help="timm/fdconv_zoo architecture (default: %(default)s)")
-    g.add_argument("--model-kwargs", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="extra create_model kwargs, e.g. fd_kernel_num=16 drop_rate=0.1 (JSON values)")
-    g.add_argument("--init-from", default=None,
-                   help="start from weights: a checkpoint file, an export folder, a tag of this model "
-                        "(e.g. resnet50_fdconv.a1_in1k) or a timm/Hub tag of its vanilla twin (function preserving)")
-    g.add_argument("--pretrained", action="store_true", help="load the model's default pretrained weights (Hub)")
+    add_weights_args(g)
     g.add_argument("--drop-path", type=float, default=d.drop_path, help="stochastic depth rate")
     g = p.add_argument_group("data")
     g.add_argument("--data-dir", default=None, help="local ImageFolder with train/<class>/ and val/<class>/")
@@ -47,19 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-val-samples", type=int, default=None, help="evaluate on the first N val images only")
     g.add_argument("--num-workers", type=int, default=d.num_workers, help="DataLoader workers per process")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="per process (default: %(default)s)")
+    add_optimisation_args(g, d)
     g.add_argument("--eval-batch-size", type=int, default=None)
     g.add_argument("--epochs", type=int, default=d.epochs)
     g.add_argument("--max-steps", type=int, default=None, help="optimizer steps; overrides --epochs")
-    g.add_argument("--lr", type=float, default=d.lr, help="AdamW peak LR (default: %(default)s)")
-    g.add_argument("--min-lr-ratio", type=float, default=d.min_lr_ratio, help="cosine floor as a fraction of --lr")
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay,
-                   help="decoupled; not applied to norms, biases and FDConv KSM/FBM heads")
-    g.add_argument("--warmup-steps", type=int, default=None, help="linear warmup (default: 5%% of the steps)")
-    g.add_argument("--clip-grad", type=float, default=d.clip_grad, help="max grad norm, 0 = off")
-    g.add_argument("--grad-accum", type=int, default=d.grad_accum, help="gradient accumulation micro-batches")
-    g.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default=None,
-                   help="default: the accelerate config's")
     g.add_argument("--ema", action="store_true", help="keep an EMA of the weights (evaluated and exported)")
     g.add_argument("--ema-decay", type=float, default=d.ema_decay)
     g = p.add_argument_group("augmentation")
@@ -71,18 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--overfit-batch", action="store_true",
                    help="debug: train on one fixed batch without augmentation (the loss must fall)")
     g = p.add_argument_group("run")
-    g.add_argument("--output-dir", default=d.output_dir)
-    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
-                   help="save a resumable checkpoint every N steps and at the end; 0 = none")
-    g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints)
-    g.add_argument("--resume", nargs="?", const="latest", default=None,
-                   help="continue from the newest checkpoint in --output-dir, or from the given one")
-    g.add_argument("--eval-every", type=int, default=None, help="steps (default: every epoch; 0 = at the end)")
-    g.add_argument("--log-every", type=int, default=d.log_every)
-    g.add_argument("--report-to", default=d.report_to, help="accelerate tracker(s), comma separated, or 'none'")
+    add_run_args(g, d, eval_every_help="steps (default: every epoch; 0 = at the end)")
     g.add_argument("--export-tag", default=None, help="timm tag for the model card of the export (fdconv_zoo.hub)")
-    g.add_argument("--seed", type=int, default=d.seed)
-    g.add_argument("--crash-at-step", type=int, default=None, help=argparse.SUPPRESS)  # tests: simulated crash
     return p
 
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .checkpoint import read_trainer_state, resolve_resume
 from .data import (
     ClassificationData,
     KeyedDataset,
@@ -27,41 +26,27 @@ from .data import (
     load_image_folder,
 )
 from .errors import InputError
-from .loop import LoopSettings, fit, make_accelerator, make_loader, tracker_config
+from .loop import LoopSettings, fit, make_loader, tracker_config
 from .metrics import topk_correct
-from .modeling import check_model_name, create_model, export_model, parse_model_kwargs
+from .modeling import create_model, export_model
 from .optim import build_optimizer, cosine_schedule
+from .run_setup import RunConfig, check_common_flags, start_run
 from .transforms import ClassificationSample, classification_transforms
 
 __all__ = ["ClassificationConfig", "train_classification"]
 
 
 @dataclass
-class ClassificationConfig:
+class ClassificationConfig(RunConfig):
     """Every knob of a classification run (the script's flags, one to one)."""
 
-    model: str = "resnet50_fdconv"
-    data_dir: str | None = None
-    dataset: str | None = None
-    dataset_config: str | None = None
-    train_split: str = "train"
-    val_split: str | None = None
     streaming: bool = False
-    image_column: str | None = None
-    label_column: str | None = None
-    num_classes: int | None = None
     image_size: int | None = None
     batch_size: int = 64
     eval_batch_size: int | None = None
     epochs: int = 100
     max_steps: int | None = None
-    lr: float = 1e-3
     min_lr_ratio: float = 0.01
-    weight_decay: float = 0.05
-    warmup_steps: int | None = None
-    clip_grad: float = 1.0
-    grad_accum: int = 1
-    mixed_precision: str | None = None
     ema: bool = False
     ema_decay: float = 0.9998
     mixup: float = 0.8
@@ -70,41 +55,18 @@ class ClassificationConfig:
     auto_augment: str | None = "rand-m9-mstd0.5-inc1"
     reprob: float = 0.25
     drop_path: float | None = None
-    model_kwargs: list[str] = field(default_factory=list)
-    init_from: str | None = None
-    pretrained: bool = False
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
-    eval_every: int | None = None
-    log_every: int = 50
     output_dir: str = "outputs/train_classification"
-    resume: str | None = None
-    seed: int = 42
-    num_workers: int = 4
-    max_val_samples: int | None = None
-    report_to: str = "tensorboard"
-    overfit_batch: bool = False
     export_tag: str | None = None
-    crash_at_step: int | None = None
 
 
 def _check_config(cfg: ClassificationConfig) -> None:
-    if bool(cfg.data_dir) == bool(cfg.dataset):
-        raise InputError("give exactly one of --data-dir (a local ImageFolder) or --dataset (a Hub dataset id)")
-    for name in ("batch_size", "grad_accum", "epochs"):
-        if getattr(cfg, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.max_steps is not None and cfg.max_steps < 1:
-        raise InputError(f"--max-steps must be >= 1, got {cfg.max_steps}")
-    if cfg.lr <= 0:
-        raise InputError(f"--lr must be > 0, got {cfg.lr}")
+    check_common_flags(cfg, positive=("batch_size", "grad_accum", "epochs", "max_steps"),
+                       data_dir_kind="a local ImageFolder")
     if cfg.image_size is not None and cfg.image_size < 8:
         raise InputError(f"--image-size must be >= 8, got {cfg.image_size}")
     if (cfg.mixup > 0 or cfg.cutmix > 0) and not cfg.overfit_batch and cfg.batch_size % 2:
         raise InputError(f"mixup/cutmix pair samples within a batch: --batch-size must be even (got {cfg.batch_size}), "
                          "or pass --mixup 0 --cutmix 0")
-    if cfg.mixed_precision not in (None, "no", "fp16", "bf16"):
-        raise InputError(f"--mixed-precision must be no, fp16 or bf16, got {cfg.mixed_precision!r}")
     if cfg.streaming and not cfg.dataset:
         raise InputError("--streaming applies to --dataset (Hub datasets) only")
 
@@ -122,24 +84,12 @@ def _load_data(cfg: ClassificationConfig, accelerator: Any) -> ClassificationDat
 
 def train_classification(cfg: ClassificationConfig) -> dict[str, Any]:
     """Validate inputs, train, evaluate top-1/top-5, export ``<output_dir>/model``; returns the run summary."""
-    from accelerate.utils import set_seed
     from timm.data import Mixup, resolve_model_data_config
     from timm.loss import SoftTargetCrossEntropy
 
     _check_config(cfg)
-    check_model_name(cfg.model)
-    model_kwargs = parse_model_kwargs(cfg.model_kwargs)
-    output_dir = Path(cfg.output_dir)
-    resume = resolve_resume(cfg.resume, output_dir)
-    if resume is not None:
-        saved_model = read_trainer_state(resume).get("model")
-        if saved_model and saved_model != cfg.model:
-            raise InputError(f"--resume {resume} was trained as '{saved_model}', not '{cfg.model}'")
-    accelerator = make_accelerator(output_dir, mixed_precision=cfg.mixed_precision, grad_accum=cfg.grad_accum,
-                                   report_to=cfg.report_to)
-    set_seed(cfg.seed)
-    if cfg.resume == "latest" and resume is None:
-        accelerator.print(f"--resume: no checkpoint in {output_dir} yet, starting from step 0")
+    run = start_run(cfg, cfg.model)
+    accelerator, output_dir, resume, model_kwargs = run.accelerator, run.output_dir, run.resume, run.model_kwargs
     data = _load_data(cfg, accelerator)
 
     if cfg.drop_path is not None:

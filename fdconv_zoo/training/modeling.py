@@ -163,24 +163,25 @@ def export_model(model: nn.Module, folder: str | Path, *, model_args: Mapping[st
                  data_config: Mapping[str, Any] | None = None, card: Mapping[str, Any] | None = None) -> Path:
     """``model.safetensors`` + timm's ``config.json`` (+ card) in ``folder``, ready for ``push_to_hub``.
 
-    Uses ``fdconv_zoo.hub.save_for_hub`` (weights, config and model card) when it is
-    available, else timm's ``save_for_hf``. ``config.json`` records the ``create_model``
-    arguments (FDConv options included), so ``local-dir:``/``hf-hub:`` rebuild the network.
+    With a ``card`` that has a ``tag``: :func:`fdconv_zoo.hub.save_for_hub` (weights, config and
+    model card); else timm's ``save_for_hf``. Either way the files land atomically, and
+    ``config.json`` records the ``create_model`` arguments (FDConv options included), so
+    ``local-dir:``/``hf-hub:`` rebuild the network.
     """
-    folder = Path(folder)
-    try:
-        from fdconv_zoo.hub import save_for_hub
-    except ImportError:
-        save_for_hub = None
-    if save_for_hub is not None and card and card.get("tag"):
+    from timm.models import save_for_hf
+
+    from fdconv_zoo.atomic_io import staged_folder
+    from fdconv_zoo.hub import save_for_hub
+
+    if card and card.get("tag"):
         try:
             return Path(save_for_hub(model, folder, model_args=model_args, data_config=data_config, **card))
         except Exception as err:  # the card is a nicety: never lose a finished run's weights over it
             warnings.warn(f"fdconv_zoo.hub.save_for_hub failed ({type(err).__name__}: {err}); exporting weights and "
                           "config.json without a model card", stacklevel=2)
-    from timm.models import save_for_hf
-
     tag = (card or {}).get("tag") or "trained"  # not the source cfg's tag: these are new weights
-    save_for_hf(model, folder, model_config=dict(pretrained_cfg=dict(tag=tag)), model_args=dict(model_args or {}),
-                safe_serialization=True, data_config=dict(data_config) if data_config else None)
-    return folder
+    with staged_folder(folder) as staging:
+        save_for_hf(model, staging, model_config=dict(pretrained_cfg=dict(tag=tag)),
+                    model_args=dict(model_args or {}), safe_serialization=True,
+                    data_config=dict(data_config) if data_config else None)
+    return Path(folder)

@@ -8,8 +8,7 @@ metric is mIoU with per-class IoU over a confusion matrix gathered across proces
 from __future__ import annotations
 
 import json
-import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +16,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import read_trainer_state, resolve_resume
 from .data import KeyedDataset, ResumableSampler, SegmentationData, load_hub_segmentation, load_segmentation_folder
 from .errors import InputError
-from .loop import LoopSettings, fit, make_accelerator, make_loader, tracker_config
+from .loop import LoopSettings, fit, make_loader, tracker_config
 from .metrics import confusion_matrix, iou_from_confusion
-from .modeling import check_model_name, parse_model_kwargs, vanilla_twin
+from .modeling import vanilla_twin
 from .optim import build_optimizer, cosine_schedule
+from .run_setup import RunConfig, check_common_flags, start_run
 from .seg_head import SegmentationModel, create_segmentation_model, sliding_window_logits, whole_image_logits
 from .transforms import SegEvalTransform, SegTrainTransform, pad_collate
 
@@ -31,66 +30,32 @@ __all__ = ["SegmentationConfig", "finetune_segmentation", "format_iou_table", "l
 
 
 @dataclass
-class SegmentationConfig:
+class SegmentationConfig(RunConfig):
     """Every knob of a segmentation run (the script's flags, one to one)."""
 
-    model: str = "resnet50_fdconv"
     vanilla_twin: bool = False
-    data_dir: str | None = None
-    dataset: str | None = None
-    dataset_config: str | None = None
-    train_split: str = "train"
-    val_split: str | None = None
-    image_column: str | None = None
-    label_column: str | None = None
-    num_classes: int | None = None
     ignore_index: int | None = None
     reduce_labels: bool | None = None
     crop_size: int = 512
     base_size: int | None = None
     scale_range: tuple[float, float] = (0.5, 2.0)
-    batch_size: int = 8
     eval_batch_size: int = 1
     eval_mode: str = "whole"
     max_steps: int = 20000
     lr: float = 2e-4
     head_lr_mult: float | None = None
-    min_lr_ratio: float = 0.0
     weight_decay: float = 0.01
-    warmup_steps: int | None = None
-    clip_grad: float = 1.0
-    grad_accum: int = 1
-    mixed_precision: str | None = None
     head: str = "uper"
     head_channels: int = 128
     out_indices: tuple[int, ...] = (-4, -3, -2, -1)
-    model_kwargs: list[str] = field(default_factory=list)
-    init_from: str | None = None
-    pretrained: bool = False
-    checkpoint_every: int = 1000
-    keep_checkpoints: int = 3
-    eval_every: int | None = None
-    log_every: int = 50
     output_dir: str = "outputs/finetune_segmentation"
-    resume: str | None = None
-    seed: int = 42
-    num_workers: int = 4
-    max_val_samples: int | None = None
-    report_to: str = "tensorboard"
-    overfit_batch: bool = False
-    crash_at_step: int | None = None
 
 
 def _check_config(cfg: SegmentationConfig) -> None:
-    if bool(cfg.data_dir) == bool(cfg.dataset):
-        raise InputError("give exactly one of --data-dir (a CamVid-layout folder) or --dataset (a Hub dataset id)")
-    for name in ("batch_size", "eval_batch_size", "grad_accum", "max_steps", "head_channels"):
-        if getattr(cfg, name) < 1:
-            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    check_common_flags(cfg, positive=("batch_size", "eval_batch_size", "grad_accum", "max_steps", "head_channels"),
+                       data_dir_kind="a CamVid-layout folder")
     if cfg.crop_size < 32:
         raise InputError(f"--crop-size must be >= 32 (the backbones downsample 32x), got {cfg.crop_size}")
-    if cfg.lr <= 0:
-        raise InputError(f"--lr must be > 0, got {cfg.lr}")
     lo, hi = cfg.scale_range
     if not 0 < lo <= hi:
         raise InputError(f"--scale-range needs 0 < min <= max, got {cfg.scale_range}")
@@ -98,8 +63,6 @@ def _check_config(cfg: SegmentationConfig) -> None:
         raise InputError(f"--eval-mode must be 'whole' or 'slide', got {cfg.eval_mode!r}")
     if cfg.head not in ("uper", "fpn"):
         raise InputError(f"--head must be 'uper' or 'fpn', got {cfg.head!r}")
-    if cfg.mixed_precision not in (None, "no", "fp16", "bf16"):
-        raise InputError(f"--mixed-precision must be no, fp16 or bf16, got {cfg.mixed_precision!r}")
 
 
 def _load_data(cfg: SegmentationConfig, accelerator: Any) -> SegmentationData:
@@ -125,24 +88,12 @@ def format_iou_table(metrics: dict[str, Any]) -> str:
 
 def finetune_segmentation(cfg: SegmentationConfig) -> dict[str, Any]:
     """Validate inputs, train, evaluate mIoU, export ``<output_dir>/model``; returns the run summary."""
-    from accelerate.utils import set_seed
     from timm.data import resolve_model_data_config
 
     _check_config(cfg)
     model_name = vanilla_twin(cfg.model) if cfg.vanilla_twin else cfg.model
-    check_model_name(model_name)
-    model_kwargs = parse_model_kwargs(cfg.model_kwargs)
-    output_dir = Path(cfg.output_dir)
-    resume = resolve_resume(cfg.resume, output_dir)
-    if resume is not None:
-        saved_model = read_trainer_state(resume).get("model")
-        if saved_model and saved_model != model_name:
-            raise InputError(f"--resume {resume} was trained with backbone '{saved_model}', not '{model_name}'")
-    accelerator = make_accelerator(output_dir, mixed_precision=cfg.mixed_precision, grad_accum=cfg.grad_accum,
-                                   report_to=cfg.report_to)
-    set_seed(cfg.seed)
-    if cfg.resume == "latest" and resume is None:
-        accelerator.print(f"--resume: no checkpoint in {output_dir} yet, starting from step 0")
+    run = start_run(cfg, model_name)
+    accelerator, output_dir, resume, model_kwargs = run.accelerator, run.output_dir, run.resume, run.model_kwargs
     data = _load_data(cfg, accelerator)
     model = create_segmentation_model(model_name, data.num_classes, head=cfg.head, channels=cfg.head_channels,
                                       out_indices=cfg.out_indices, crop_size=cfg.crop_size, init_from=cfg.init_from,
@@ -260,16 +211,13 @@ def finetune_segmentation(cfg: SegmentationConfig) -> dict[str, Any]:
 
 
 def _export(model: nn.Module, folder: Path, config: dict[str, Any]) -> Path:
-    """``model.safetensors`` + ``config.json``, written beside and renamed into place."""
-    from safetensors.torch import save_file
+    """``model.safetensors`` + ``config.json``, moved into ``folder`` only once both are complete."""
+    from fdconv_zoo.atomic_io import staged_folder
+    from fdconv_zoo.checkpoints import save_safetensors
 
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    tmp_w, tmp_c = folder / ".model.safetensors.tmp", folder / ".config.json.tmp"
-    save_file(state, str(tmp_w), metadata={"format": "pt"})
-    tmp_c.write_text(json.dumps(config, indent=2, default=float))
-    os.replace(tmp_w, folder / "model.safetensors")
-    os.replace(tmp_c, folder / "config.json")
+    with staged_folder(folder) as staging:
+        save_safetensors(model.state_dict(), staging / "model.safetensors", metadata={"format": "pt"})
+        (staging / "config.json").write_text(json.dumps(config, indent=2, default=float))
     return folder
 
 
