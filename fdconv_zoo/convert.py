@@ -16,6 +16,7 @@ from .layers.fdw import weight_to_dft
 __all__ = [
     "ConversionReport",
     "convert_to_fdconv",
+    "replace_layers",
     "fd_skip_reason",
     "vanilla_to_fdconv",
     "official_to_zoo",
@@ -70,6 +71,40 @@ def _matches(name: str, patterns: Iterable[str] | None) -> bool:
     return any(fnmatch.fnmatchcase(name, p) for p in patterns or ())
 
 
+def replace_layers(model: nn.Module, make: Callable[[str, nn.Module], nn.Module], *,
+                   skip_reason: Callable[[nn.Module], str | None], include: Iterable[str] | None = None,
+                   exclude: Iterable[str] | None = None,
+                   types: tuple[type[nn.Module], ...] = (nn.Conv2d, nn.Linear)) -> ConversionReport:
+    """The one model-surgery loop behind every converter (FDConv and the dynamic-conv baselines).
+
+    Visits every module whose type is exactly one of ``types`` (subclasses such as already
+    converted layers are left alone), applies the ``include``/``exclude`` globs on its
+    qualified name, then ``skip_reason`` (None = convert), and swaps it in place for
+    ``make(name, module)``. Returns what was converted and why the rest was skipped.
+    """
+    include = None if include is None else tuple(include)
+    exclude = tuple(exclude or ())
+    report = ConversionReport()
+    for name, module in list(model.named_modules()):
+        if type(module) not in types or not name:
+            continue
+        if include is not None and not _matches(name, include):
+            report.skipped[name] = "not matched by include"
+            continue
+        if _matches(name, exclude):
+            report.skipped[name] = "matched by exclude"
+            continue
+        reason = skip_reason(module)
+        if reason is not None:
+            report.skipped[name] = reason
+            continue
+        new = make(name, module)
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, new)
+        report.converted.append(name)
+    return report
+
+
 def convert_to_fdconv(model: nn.Module, *, min_channels: int = 16, kernel_sizes: Iterable[int] = (1, 3),
                       include: Iterable[str] | None = None, exclude: Iterable[str] | None = None,
                       **options) -> ConversionReport:
@@ -80,32 +115,19 @@ def convert_to_fdconv(model: nn.Module, *, min_channels: int = 16, kernel_sizes:
     ``options`` go to :class:`FDConv2d` (Linear layers get those FDLinear accepts).
     """
     kernel_sizes = tuple(kernel_sizes)
-    include = None if include is None else tuple(include)
-    exclude = tuple(exclude or ())
     linear_options = {k: v for k, v in options.items() if not k.startswith("fbm") and k != "use_fbm"}
-    report = ConversionReport()
-    for name, module in list(model.named_modules()):
-        if type(module) not in (nn.Conv2d, nn.Linear) or not name:
-            continue
-        if include is not None and not _matches(name, include):
-            report.skipped[name] = "not matched by include"
-            continue
-        if _matches(name, exclude):
-            report.skipped[name] = "matched by exclude"
-            continue
-        reason = fd_skip_reason(module, min_channels=min_channels, kernel_sizes=kernel_sizes)
-        if reason is not None:
-            report.skipped[name] = reason
-            continue
+
+    def make(name: str, module: nn.Module) -> nn.Module:
         if isinstance(module, nn.Conv2d):
             new = FDConv2d.from_conv(module, **options)
         else:
             new = FDLinear.from_linear(module, **linear_options)
         new._fd_name = name
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent) if parent else model, child, new)
-        report.converted.append(name)
-    return report
+        return new
+
+    return replace_layers(model, make, include=include, exclude=exclude,
+                          skip_reason=lambda m: fd_skip_reason(m, min_channels=min_channels,
+                                                               kernel_sizes=kernel_sizes))
 
 
 def fd_layers(model: nn.Module) -> dict[str, FDKernelBase]:
