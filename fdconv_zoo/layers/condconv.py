@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .dynamic_base import DynamicConv2dBase, zero_sum_perturbation
+from .dynamic_base import DynamicConv2dBase, init_kernels_, zero_sum_perturbation
 
 __all__ = ["CondConv2d", "CondLinear"]
 
@@ -52,8 +52,7 @@ class CondConv2d(DynamicConv2dBase):
         self.num_experts = num_experts
         self.expert_noise = expert_noise
         self.weight = nn.Parameter(torch.empty(num_experts, *self.weight_shape))
-        for w in self.weight.data:
-            nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+        init_kernels_(self.weight)
         self.routing = nn.Linear(in_channels, num_experts)
 
     @torch.no_grad()
@@ -99,8 +98,7 @@ class CondLinear(nn.Module):
         self.num_experts = num_experts
         self.expert_noise = expert_noise
         self.weight = nn.Parameter(torch.empty(num_experts, out_features, in_features))
-        for w in self.weight.data:
-            nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+        init_kernels_(self.weight)
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.routing = nn.Linear(in_features, num_experts)
 

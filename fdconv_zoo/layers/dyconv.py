@@ -8,12 +8,10 @@ Our own implementation from the paper.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
-from .dynamic_base import DynamicConv2dBase, hidden_channels, zero_sum_perturbation
+from .dynamic_base import DynamicConv2dBase, hidden_channels, init_kernels_, zero_sum_perturbation
 
 __all__ = ["DyConv2d", "set_temperature", "annealed_temperature"]
 
@@ -44,8 +42,7 @@ class DyConv2d(DynamicConv2dBase):
         self.attention = nn.Sequential(nn.Linear(in_channels, hidden), nn.ReLU(inplace=True),
                                        nn.Linear(hidden, num_kernels))
         self.weight = nn.Parameter(torch.empty(num_kernels, *self.weight_shape))
-        for w in self.weight.data:
-            nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+        init_kernels_(self.weight)
 
     @torch.no_grad()
     def load_static_weight(self, weight: Tensor) -> None:

@@ -15,7 +15,25 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DynamicConv2dBase", "SqueezeMLP", "per_sample_conv2d", "zero_sum_perturbation", "conv_args"]
+__all__ = ["DynamicConv2dBase", "SqueezeMLP", "conv_args", "init_kernels_", "per_sample_conv2d",
+           "zero_sum_perturbation"]
+
+
+_INIT = {"skip": False}
+
+
+def init_kernels_(weight: Tensor, init: str = "uniform") -> None:
+    """Init each of ``weight``'s ``n`` kernels like ``nn.Conv2d`` (``uniform``) or Kaiming fan-out (``normal``).
+
+    Skipped inside ``from_conv``, which overwrites the kernels anyway (keeps model building fast).
+    """
+    if _INIT["skip"]:
+        return
+    for w in weight.data:
+        if init == "normal":
+            nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
+        else:
+            nn.init.kaiming_uniform_(w, a=5 ** 0.5)
 
 
 def _pair(value, name: str, owner: str) -> tuple[int, int]:
@@ -154,7 +172,11 @@ class DynamicConv2dBase(nn.Module):
         """A layer computing exactly ``conv`` at init (what each method allows; see the class docstring)."""
         if not isinstance(conv, nn.Conv2d):
             raise ValueError(f"{cls.__name__}.from_conv needs an nn.Conv2d, got {type(conv).__name__}")
-        layer = cls(**conv_args(conv), padding_mode=conv.padding_mode, **options)
+        _INIT["skip"] = True
+        try:
+            layer = cls(**conv_args(conv), padding_mode=conv.padding_mode, **options)
+        finally:
+            _INIT["skip"] = False
         layer.to(device=conv.weight.device, dtype=conv.weight.dtype)
         layer.load_static_weight(conv.weight.detach())
         if conv.bias is not None:

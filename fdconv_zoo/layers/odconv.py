@@ -13,7 +13,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .dynamic_base import DynamicConv2dBase, SqueezeMLP, hidden_channels, per_sample_conv2d, zero_sum_perturbation
+from .dynamic_base import (
+    DynamicConv2dBase,
+    SqueezeMLP,
+    hidden_channels,
+    init_kernels_,
+    per_sample_conv2d,
+    zero_sum_perturbation,
+)
 
 __all__ = ["ODConv2d"]
 
@@ -51,8 +58,7 @@ class ODConv2d(DynamicConv2dBase):
         self.spatial_fc = nn.Linear(hidden, kh * kw) if kh * kw > 1 else None
         self.kernel_fc = nn.Linear(hidden, num_kernels) if num_kernels > 1 else None
         self.weight = nn.Parameter(torch.empty(num_kernels, *self.weight_shape))
-        for w in self.weight.data:
-            nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu")
+        init_kernels_(self.weight, "normal")
 
     def _heads(self) -> list[nn.Linear]:
         return [h for h in (self.channel_fc, self.filter_fc, self.spatial_fc, self.kernel_fc) if h is not None]
