@@ -152,3 +152,28 @@ def test_network_forward_backward_features_and_vanilla_weights(arch):
     outs = features(x)
     assert [o.shape[1] for o in outs] == features.feature_info.channels() == [64, 512]
     assert len(dynamic_layers(model)) == len(model.dyn_report.converted)
+
+
+@pytest.mark.parametrize("name, head", [("resnet18_odconv1x", "layer1.0.conv1.channel_fc.weight"),
+                                        ("resnet18_kw1x", "layer1.0.conv2.attention_fc.weight"),
+                                        ("resnet18_dyconv4x", "layer1.0.conv1.attention.0.weight")])
+def test_attention_heads_get_no_weight_decay_and_kernels_do(name: str, head: str) -> None:
+    from fdconv_zoo.training.optim import param_groups
+
+    groups = param_groups(timm.create_model(name), 0.05)
+    decay = {n: g["weight_decay"] for g in groups for n in g["names"]}
+    assert decay[head] == 0.0
+    kernels = [n for n in decay if n.endswith(("conv1.weight", "conv2.weight", "warehouse.cells"))]
+    assert kernels and all(decay[n] == 0.05 for n in kernels if n.startswith("layer"))
+
+
+def test_annealing_follows_the_papers_schedules_and_skips_other_models() -> None:
+    from fdconv_zoo.baselines import anneal_dynamic_layers
+
+    od, kw = timm.create_model("resnet18_odconv1x"), timm.create_model("resnet18_kw1x")
+    assert anneal_dynamic_layers(od, 0.0) == {"temperature": 30.0}
+    assert anneal_dynamic_layers(od, 5.0) == {"temperature": 15.5}
+    assert anneal_dynamic_layers(od, 50.0) == {"temperature": 1.0}
+    assert {m.temperature for m in od.modules() if getattr(m, "method", "") == "odconv"} == {1.0}
+    assert anneal_dynamic_layers(kw, 10.0) == {"kw_tau": 0.5}
+    assert anneal_dynamic_layers(timm.create_model("resnet18_fdconv"), 3.0) == {}

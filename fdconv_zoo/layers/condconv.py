@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .dynamic_base import DynamicConv2dBase, init_kernels_, zero_sum_perturbation
+from .dynamic_base import DynamicConv2dBase, attention_param_names, init_kernels_, zero_sum_perturbation
 
 __all__ = ["CondConv2d", "CondLinear"]
 
@@ -41,6 +41,8 @@ class CondConv2d(DynamicConv2dBase):
     (zero weights, bias ``-log(n-1)``), so ``sum_i r_i W_i = W`` exactly while the experts
     still receive different gradients.
     """
+
+    attention_modules = ("routing",)
 
     method = "condconv"
 
@@ -89,6 +91,7 @@ class CondLinear(nn.Module):
     """
 
     method = "condconv"
+    attention_modules = ("routing",)
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, num_experts: int = 8,
                  expert_noise: float = 0.01) -> None:
@@ -119,6 +122,9 @@ class CondLinear(nn.Module):
                 layer.bias.copy_(linear.bias)
         layer.train(linear.training)
         return layer
+
+    def no_weight_decay(self) -> set[str]:
+        return attention_param_names(self, self.attention_modules)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 2 or x.shape[1] != self.in_features:

@@ -24,6 +24,8 @@ class DyConv2d(DynamicConv2dBase):
     zero-sum perturbations.
     """
 
+    attention_modules = ("attention",)
+
     method = "dyconv"
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,

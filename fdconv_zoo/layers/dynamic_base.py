@@ -121,6 +121,15 @@ def hidden_channels(in_channels: int, reduction: float, min_hidden: int) -> int:
     return max(int(in_channels * reduction), min_hidden)
 
 
+def attention_param_names(module: nn.Module, attention_modules: tuple[str, ...]) -> set[str]:
+    """Parameter names under ``module``'s attention sub-modules (timm's ``no_weight_decay`` convention).
+
+    Decay on a routing head shrinks it towards uniform attention: it fights the method, not overfitting.
+    """
+    return {f"{name}.{p}" for name in attention_modules if isinstance(getattr(module, name, None), nn.Module)
+            for p, _ in getattr(module, name).named_parameters()}
+
+
 class DynamicConv2dBase(nn.Module):
     """A drop-in ``nn.Conv2d`` (zero padding) whose kernel is built per sample by :meth:`dynamic_kernels`.
 
@@ -131,6 +140,8 @@ class DynamicConv2dBase(nn.Module):
 
     method: str = "dynamic"
     supports_groups: bool = True
+    #: sub-modules that compute attentions, not kernels: no weight decay (see ``no_weight_decay``)
+    attention_modules: tuple[str, ...] = ()
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros") -> None:
@@ -161,6 +172,9 @@ class DynamicConv2dBase(nn.Module):
         self.groups = groups
         self.padding_mode = padding_mode
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+
+    def no_weight_decay(self) -> set[str]:
+        return attention_param_names(self, self.attention_modules)
 
     @property
     def weight_shape(self) -> tuple[int, int, int, int]:

@@ -65,6 +65,8 @@ class KWConv2d(DynamicConv2dBase):
     others hold a plain reference.
     """
 
+    attention_modules = ("squeeze", "attention_fc")
+
     method = "kw"
     supports_groups = False
 

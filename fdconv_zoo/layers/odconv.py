@@ -35,6 +35,8 @@ class ODConv2d(DynamicConv2dBase):
     across the ``n`` kernels. The output then equals the source conv exactly at init.
     """
 
+    attention_modules = ("squeeze", "channel_fc", "filter_fc", "spatial_fc", "kernel_fc")
+
     method = "odconv"
     supports_groups = False
 
