@@ -7,7 +7,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .fdw import dft_to_weight, frequency_group_ids, real_dtype, spectral_scale, synthesize_kernels, weight_to_dft
+from .fdw import dft_to_weight, frequency_group_ids, modulated_kernels, real_dtype, spectral_scale, weight_to_dft
 from .ksm import KSMGlobal, KSMLocal
 
 __all__ = ["FDKernelBase", "DynamicKernel"]
@@ -95,20 +95,14 @@ class FDKernelBase(nn.Module):
         with torch.autocast(pooled.device.type, enabled=False):
             pooled = pooled.to(real_dtype(self.dft_weight.dtype))
             channel, filt, spatial, gains = self.KSM_Global(pooled)
-            logits = self.KSM_Local(pooled)
+            local = self.KSM_Local
+            windows = local.windows(pooled)
             scale = spectral_scale(self.out_channels, self.in_channels)
             if gains is not None:
                 scale *= self.kernel_num
-            cols = self.in_channels * self._k
-            fdw = synthesize_kernels(self.dft_weight, gains, self.group_ids_t, cols, float(scale))
-            fdw = fdw.view(-1, self.out_channels, self._k, self.in_channels, self._k)   # (o, p, i, q)
-            local = logits.transpose(-1, -2)                                              # (o, p, q, i) -> (o, p, i, q)
-            if torch.is_grad_enabled():
-                kernel = (fdw * torch.sigmoid(local)).reshape(-1, self.out_channels * self._k, cols)
-            else:  # in place: no fresh kernel-sized allocations on the inference path
-                if fdw.shape[0] != logits.shape[0]:
-                    fdw = fdw.expand(logits.shape[0], -1, -1, -1, -1).contiguous()
-                kernel = fdw.mul_(local.sigmoid_()).view(-1, self.out_channels * self._k, cols)
+            kernel = modulated_kernels(self.dft_weight.to(pooled.dtype), gains,
+                                       local.conv.weight.to(pooled.dtype).view(-1, local.local_size), windows,
+                                       self.group_ids_t, self.out_channels, self._k, float(scale))
         if spatial is not None:
             spatial = spatial.view(-1, self._k, self._k)
         return DynamicKernel(kernel, 2.0 * channel, filt, spatial)

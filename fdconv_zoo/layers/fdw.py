@@ -8,6 +8,8 @@ per-sample kernels are built in, so no permutes of kernel-sized tensors are ever
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -19,6 +21,7 @@ __all__ = [
     "weight_to_dft",
     "dft_to_weight",
     "synthesize_kernels",
+    "modulated_kernels",
 ]
 
 
@@ -61,6 +64,10 @@ def frequency_group_ids(rows: int, cols: int, num_groups: int) -> Tensor:
     ``irfft2``; where a chunk border falls between them (44 times in ResNet-50), the later bin
     joins its partner's group, so no two groups ever share a frequency.
     """
+    return _cached_group_ids(rows, cols, num_groups).clone()
+
+
+def _group_ids(rows: int, cols: int, num_groups: int) -> Tensor:
     half = cols // 2 + 1
     num_bins = rows * half
     if num_groups < 1:
@@ -90,6 +97,13 @@ def frequency_group_ids(rows: int, cols: int, num_groups: int) -> Tensor:
             "use a smaller kernel_num"
         )
     return ids.view(rows, half)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_group_ids(rows: int, cols: int, num_groups: int) -> Tensor:
+    # The argsort over every bin was over half of a ResNet-50 build; a network repeats few shapes.
+    with torch.inference_mode(False), torch.no_grad():
+        return _group_ids(rows, cols, num_groups)
 
 
 def weight_to_dft(weight: Tensor) -> Tensor:
@@ -141,3 +155,99 @@ def synthesize_kernels(dft_weight: Tensor, gains: Tensor | None, group_ids_t: Te
         spectrum_t = torch.view_as_complex(torch.view_as_real(spectrum_t) * gain_map_t)
     rows_time = torch.fft.ifft(spectrum_t, dim=-1)
     return torch.fft.irfft(rows_time.transpose(-1, -2), n=cols, dim=-1)
+
+
+def _gain_map(gains: Tensor, group_ids_t: Tensor, scale: float) -> Tensor:
+    """``scale * gains[:, group_ids]`` in the transposed spectrum layout, ``(B, cols//2+1, rows)``."""
+    half, rows = group_ids_t.shape
+    return (gains * scale).index_select(1, group_ids_t.view(-1)).view(-1, half, rows)
+
+
+def _local_gate(local_weight: Tensor, windows: Tensor, out_channels: int, k: int) -> Tensor:
+    """``sigmoid`` of the KSM local logits, as a ``(B, O, k, I, k)`` view matching the M layout."""
+    cin = windows.shape[-1]
+    logits = torch.matmul(local_weight, windows)                     # (B, O*k*k, I), channel = o*k*k + p*k + q
+    return logits.view(-1, out_channels, k, k, cin).transpose(-1, -2).sigmoid_()
+
+
+class _ModulatedKernels(torch.autograd.Function):
+    """``K_b = irfft2(scale * G_b * P) * sigmoid(L_b)`` (FDW times the KSM local gate), memory-lean.
+
+    Autograd through the plain ops keeps about four kernel-sized tensors per sample alive (gain
+    map, FDW kernel, gate, product). Here backward needs only ``K`` itself, which the following
+    matmul keeps anyway: the gate is recomputed from its rank-``ks`` inputs (a tiny GEMM), and
+    ``fdw * gate * (1 - gate) = K * (1 - gate)`` needs no FDW kernel. The adjoints of the two
+    inverse FFTs are forward FFTs (one ``rfft2`` of the kernel gradient per sample).
+    """
+
+    @staticmethod
+    def forward(ctx, dft_t: Tensor, gains: Tensor | None, local_weight: Tensor, windows: Tensor,
+                group_ids_t: Tensor, out_channels: int, k: int, scale: float) -> Tensor:
+        half, rows = dft_t.shape[:2]
+        cin = windows.shape[-1]
+        cols = cin * k
+        if gains is None:
+            spectrum = torch.view_as_complex(dft_t * scale).unsqueeze(0)
+        else:
+            spectrum = torch.view_as_complex(dft_t.unsqueeze(0) * _gain_map(gains, group_ids_t, scale).unsqueeze(-1))
+        fdw = torch.fft.irfft(torch.fft.ifft(spectrum, dim=-1).transpose(-1, -2), n=cols, dim=-1)
+        fdw = fdw.view(-1, out_channels, k, cin, k)
+        gate = _local_gate(local_weight, windows, out_channels, k)
+        kernel = fdw.mul_(gate) if fdw.shape[0] == gate.shape[0] else fdw * gate
+        kernel = kernel.view(-1, rows, cols)
+        ctx.save_for_backward(dft_t, gains, local_weight, windows, group_ids_t, kernel)
+        ctx.meta = (out_channels, k, scale)
+        return kernel
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        dft_t, gains, local_weight, windows, group_ids_t, kernel = ctx.saved_tensors
+        out_channels, k, scale = ctx.meta
+        half, rows = dft_t.shape[:2]
+        cin = windows.shape[-1]
+        cols = cin * k
+        gate = _local_gate(local_weight, windows, out_channels, k)
+        grad = grad.reshape(-1, out_channels, k, cin, k)
+        grads = [None] * 8
+        if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
+            # d logits = grad * fdw * gate * (1 - gate) = grad * K * (1 - gate), back in conv1d channel order
+            d_logits = (grad * kernel.view_as(grad) * (1.0 - gate)).transpose(-1, -2).reshape(-1, out_channels * k * k,
+                                                                                              cin)
+            if ctx.needs_input_grad[2]:
+                grads[2] = torch.matmul(d_logits, windows.transpose(1, 2)).sum(0)
+            if ctx.needs_input_grad[3]:
+                grads[3] = torch.matmul(local_weight.t(), d_logits)
+        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+            d_fdw = (grad * gate).view(-1, rows, cols)
+            if gains is None:
+                d_fdw = d_fdw.sum(0, keepdim=True)
+            # adjoint of irfft(n=cols): rfft / cols, interior bins doubled; adjoint of ifft: fft / rows
+            weights = torch.full((half,), 2.0, dtype=d_fdw.dtype, device=d_fdw.device)
+            weights[0] = 1.0
+            if cols % 2 == 0:
+                weights[-1] = 1.0
+            d_half = torch.fft.rfft(d_fdw, dim=-1, norm="forward") * weights
+            d_spec = torch.view_as_real(torch.fft.fft(d_half.transpose(-1, -2), dim=-1, norm="forward"))
+            if gains is None:
+                grads[0] = d_spec[0] * scale
+            else:
+                gain_map = _gain_map(gains, group_ids_t, scale).unsqueeze(-1)
+                if ctx.needs_input_grad[0]:
+                    grads[0] = (d_spec * gain_map).sum(0)
+                if ctx.needs_input_grad[1]:
+                    per_bin = (d_spec * dft_t).sum(-1).view(d_spec.shape[0], -1) * scale
+                    grads[1] = per_bin.new_zeros(gains.shape).index_add_(1, group_ids_t.view(-1), per_bin)
+        return tuple(grads)
+
+
+def modulated_kernels(dft_weight: Tensor, gains: Tensor | None, local_weight: Tensor, windows: Tensor,
+                      group_ids_t: Tensor, out_channels: int, kernel_size: int, scale: float) -> Tensor:
+    """Per-sample kernels in M layout, ``(B, O*k, I*k)``: FDW kernel times the KSM local gate ``sigmoid(L)``.
+
+    ``gains`` (B, n) or None (static FDW kernel), ``local_weight`` (O*k*k, ks) and ``windows``
+    (B, ks, I) give the local logits ``L = local_weight @ windows``; ``dft_weight`` is the
+    ``(1, rows, half, 2)`` parameter. All in float32/float64; see :class:`_ModulatedKernels`.
+    """
+    dft_t = dft_weight[0].transpose(0, 1).contiguous()               # (half, rows, 2): FFTs along contiguous rows
+    return _ModulatedKernels.apply(dft_t, gains, local_weight, windows, group_ids_t, out_channels, kernel_size,
+                                   float(scale))

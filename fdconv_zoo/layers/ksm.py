@@ -109,11 +109,20 @@ class KSMLocal(nn.Module):
                               padding=self.local_size // 2, bias=False, **dd)
         nn.init.zeros_(self.conv.weight)
 
+    def windows(self, pooled: Tensor) -> Tensor:
+        """``LayerNorm(pooled)`` in ``ks`` shifted copies, ``(B, ks, I)``: logits = ``weight (O*k*k, ks) @ windows``.
+
+        Kept separate so the kernel builder can recompute the (kernel-sized) logits from these
+        small factors in backward instead of storing them.
+        """
+        ks, cin = self.local_size, self.in_channels
+        z = F.layer_norm(pooled, (cin,), self.norm.weight.to(pooled.dtype), self.norm.bias.to(pooled.dtype),
+                         self.norm.eps)
+        return F.pad(z, (ks // 2, ks // 2)).unfold(1, cin, 1)  # windows[b, t, i] = z[i + t - ks//2]
+
     def forward(self, pooled: Tensor) -> Tensor:
         """``pooled`` (B, I) -> logits ``(B, O, k, k, I)`` (the conv1d output, channel = o*k*k + p*k + q)."""
         k, ks, cin = self.kernel_size, self.local_size, self.in_channels
-        z = F.layer_norm(pooled, (cin,), self.norm.weight.to(pooled.dtype), self.norm.bias.to(pooled.dtype),
-                         self.norm.eps)
-        windows = F.pad(z, (ks // 2, ks // 2)).unfold(1, cin, 1)  # (B, ks, I): windows[b, t, i] = z[i + t - ks//2]
-        logits = torch.matmul(self.conv.weight.to(z.dtype).view(-1, ks), windows)
+        windows = self.windows(pooled)
+        logits = torch.matmul(self.conv.weight.to(windows.dtype).view(-1, ks), windows)
         return logits.view(-1, self.out_channels, k, k, cin)
