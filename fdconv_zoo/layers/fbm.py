@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -37,10 +38,20 @@ def low_pass_masks(height: int, width: int, cutoffs: Sequence[float], device=Non
 
 
 def _build_masks(height: int, width: int, cutoffs: Sequence[float], device, dtype: torch.dtype) -> Tensor:
-    fy = torch.fft.fftfreq(height, dtype=torch.float64).abs()
-    fx = torch.fft.rfftfreq(width, dtype=torch.float64).abs()
-    radius = torch.maximum(fy[:, None], fx[None, :])
-    return torch.stack([radius < c for c in cutoffs]).to(device=device, dtype=dtype)
+    fy = torch.fft.fftfreq(height, d=1.0 / height, dtype=torch.float64).abs()   # exact integers |u'|
+    fx = torch.arange(width // 2 + 1, dtype=torch.float64)
+    masks = [(fy[:, None] < _kept_frequencies(height, c)) & (fx[None, :] < _kept_frequencies(width, c))
+             for c in cutoffs]
+    return torch.stack(masks).to(device=device, dtype=dtype)
+
+
+def _kept_frequencies(size: int, cutoff: float) -> int:
+    """How many of the frequencies ``u / size``, ``u = 0 .. (size-1)//2``, are ``< cutoff``, decided exactly.
+
+    Integer arithmetic, not float ``fftfreq`` values, which round across the border at some sizes
+    (e.g. 196 x 1/4 in float64): the spec's mask is the exact one.
+    """
+    return min(math.ceil(cutoff * size), (size + 1) // 2)
 
 
 def _band_basis(size: int, cutoffs: Sequence[float], device, dtype: torch.dtype) -> tuple[Tensor, list[int]]:
@@ -50,8 +61,7 @@ def _band_basis(size: int, cutoffs: Sequence[float], device, dtype: torch.dtype)
     cutoff is a leading block; returns the rank of every cutoff too. ``U[:, :r] U[:, :r]^T`` is
     exactly the 1-D low-pass ``ifft(mask * fft(.))`` (cutoffs <= 1/2 never keep the Nyquist bin).
     """
-    freqs = torch.fft.fftfreq(size, dtype=torch.float64)[: (size + 1) // 2]     # 0, 1/size, ... (< 1/2)
-    ranks = [2 * int((freqs < c).sum()) - 1 for c in cutoffs]
+    ranks = [2 * _kept_frequencies(size, c) - 1 for c in cutoffs]
     count = (max(ranks) + 1) // 2
     t = torch.arange(size, dtype=torch.float64)[:, None]
     angle = 2 * torch.pi * t * torch.arange(1, count, dtype=torch.float64)[None] / size

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import torch
@@ -11,6 +14,20 @@ from .fdw import dft_to_weight, frequency_group_ids, modulated_kernels, real_dty
 from .ksm import KSMGlobal, KSMLocal
 
 __all__ = ["FDKernelBase", "DynamicKernel"]
+
+# Set by ``from_conv``/``from_linear``, which overwrite the spectrum at once: skips a Kaiming
+# init and its FFT (per layer, as large as the conversion itself).
+_SKIP_WEIGHT_INIT: contextvars.ContextVar[bool] = contextvars.ContextVar("fd_skip_weight_init", default=False)
+
+
+@contextlib.contextmanager
+def skip_weight_init() -> Iterator[None]:
+    """Build FD layers with an uninitialised ``dft_weight``, for callers that load one right after."""
+    token = _SKIP_WEIGHT_INIT.set(True)
+    try:
+        yield
+    finally:
+        _SKIP_WEIGHT_INIT.reset(token)
 
 
 class DynamicKernel(NamedTuple):
@@ -60,9 +77,10 @@ class FDKernelBase(nn.Module):
                                     ksm_reduction, ksm_min_hidden, **dd)
         self.KSM_Local = KSMLocal(in_channels, out_channels, k, **dd)
         self._fd_name = ""
-        weight = torch.empty(out_channels, in_channels, k, k)
-        nn.init.kaiming_uniform_(weight, a=5 ** 0.5)
-        self.load_spatial_weight(weight)
+        if not _SKIP_WEIGHT_INIT.get():
+            weight = torch.empty(out_channels, in_channels, k, k)
+            nn.init.kaiming_uniform_(weight, a=5 ** 0.5)
+            self.load_spatial_weight(weight)
 
     @property
     def _k(self) -> int:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .fbm import DEFAULT_CUTOFFS, FrequencyBandModulation
-from .fd_base import DynamicKernel, FDKernelBase
+from .fd_base import DynamicKernel, FDKernelBase, skip_weight_init
 
 __all__ = ["FDConv2d"]
 
@@ -103,9 +103,10 @@ class FDConv2d(FDKernelBase):
                 f"FDConv2d.from_conv: conv {conv} has a non-square kernel {conv.kernel_size}; FDConv needs k x k. "
                 "Keep it plain or exclude it from conversion"
             )
-        layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride, conv.padding,
-                    conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
-                    device=conv.weight.device, dtype=conv.weight.dtype, **options)
+        with skip_weight_init():
+            layer = cls(conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride, conv.padding,
+                        conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
+                        device=conv.weight.device, dtype=conv.weight.dtype, **options)
         layer.load_spatial_weight(conv.weight)
         if conv.bias is not None:
             with torch.no_grad():

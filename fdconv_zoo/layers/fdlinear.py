@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .fd_base import FDKernelBase
+from .fd_base import FDKernelBase, skip_weight_init
 
 __all__ = ["FDLinear"]
 
@@ -37,8 +37,9 @@ class FDLinear(FDKernelBase):
         """An FDLinear computing exactly ``linear`` at init."""
         if not isinstance(linear, nn.Linear):
             raise ValueError(f"FDLinear.from_linear needs an nn.Linear, got {type(linear).__name__}")
-        layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
-                    device=linear.weight.device, dtype=linear.weight.dtype, **options)
+        with skip_weight_init():
+            layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
+                        device=linear.weight.device, dtype=linear.weight.dtype, **options)
         layer.load_spatial_weight(linear.weight)
         if linear.bias is not None:
             with torch.no_grad():

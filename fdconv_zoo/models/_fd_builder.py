@@ -34,6 +34,7 @@ __all__ = [
     "fd_checkpoint_filter",
     "fd_default_cfgs",
     "pop_fd_options",
+    "pop_grad_checkpointing",
 ]
 
 #: Paper/licence fields every ``*_fdconv`` cfg carries (timm shows them in model cards).
@@ -118,6 +119,15 @@ def apply_fdconv(model: nn.Module, options: FDOptions) -> ConversionReport:
         report.converted += part.converted
     model._model_args = dict(getattr(model, "_model_args", {}), **options.model_args())
     return report
+
+
+def pop_grad_checkpointing(kwargs: dict[str, Any]) -> bool:
+    """Take ``fd_grad_checkpointing`` out of ``kwargs``: recompute each block in backward (timm's
+    ``set_grad_checkpointing``), trading about one extra forward for the activations of a whole block.
+
+    A runtime choice, so it is not one of the :class:`FDOptions` saved with the model.
+    """
+    return bool(kwargs.pop("fd_grad_checkpointing", False))
 
 
 def pop_fd_options(kwargs: dict[str, Any], defaults: FDOptions) -> FDOptions:

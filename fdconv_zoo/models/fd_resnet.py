@@ -12,7 +12,15 @@ from typing import Any
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from ._fd_builder import FDOptions, apply_fdconv, base_cfg, fd_checkpoint_filter, fd_default_cfgs, pop_fd_options
+from ._fd_builder import (
+    FDOptions,
+    apply_fdconv,
+    base_cfg,
+    fd_checkpoint_filter,
+    fd_default_cfgs,
+    pop_fd_options,
+    pop_grad_checkpointing,
+)
 
 __all__ = ["ResNetFD", "RESNET_FD_DEFAULTS"]
 
@@ -29,10 +37,12 @@ class ResNetFD(ResNet):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        checkpointing = pop_grad_checkpointing(kwargs)
         options = pop_fd_options(kwargs, RESNET_FD_DEFAULTS)
         super().__init__(*args, **kwargs)
         self.fd_options = options
         self.fd_report = apply_fdconv(self, options)
+        self.set_grad_checkpointing(checkpointing)
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:

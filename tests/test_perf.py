@@ -1,0 +1,122 @@
+"""Cost-related guarantees (issue 6) that hold without timing anything: what backward keeps alive,
+torch.compile without graph breaks, AMP with float32 FFTs, exact separable FBM, block checkpointing."""
+
+import copy
+
+import pytest
+import timm
+import torch
+import torch._dynamo as dynamo
+from test_layers import perturb_
+
+import fdconv_zoo  # noqa: F401  (registers the *_fdconv models)
+from fdconv_zoo import FDConv2d, FDLinear
+from fdconv_zoo.layers.fbm import low_pass_list, low_pass_masks
+from fdconv_zoo.testing import max_relative_error
+
+
+def _saved_bytes(fn) -> int:
+    """Bytes of distinct tensor storages autograd keeps for backward while ``fn`` runs."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("k,size", [(3, 4), (1, 4)])
+def test_backward_keeps_at_most_one_per_sample_kernel(k, size):
+    cin, cout = 96, 128
+    fd = perturb_(FDConv2d(cin, cout, k, padding=k // 2, kernel_num=16)).train()
+    small, large = 2, 6
+    saved = [_saved_bytes(lambda b=b: fd(torch.randn(b, cin, size, size, requires_grad=True))) for b in (small, large)]
+    per_sample = (saved[1] - saved[0]) / (large - small)
+    kernel_bytes = cout * cin * k * k * 4
+    activation_bytes = cin * size * size * 4
+    # one per-sample kernel (the GEMM's operand) plus a few activation-sized tensors; autograd through
+    # the plain ops kept gain map, FDW kernel, local gate, product and FBM bands (~4.5 kernels here).
+    assert per_sample <= kernel_bytes + 2 * k * k * activation_bytes + 8 * activation_bytes, (per_sample, kernel_bytes)
+
+
+def _no_graph_breaks(module, *inputs) -> None:
+    dynamo.reset()
+    explanation = dynamo.explain(module)(*inputs)
+    assert explanation.graph_break_count == 0, [r.reason for r in explanation.break_reasons]
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("k", [3, 1])
+def test_fdconv_forward_has_no_graph_breaks(k, train):
+    fd = perturb_(FDConv2d(32, 48, k, padding=k // 2, kernel_num=8)).train(train)
+    _no_graph_breaks(fd, torch.randn(2, 32, 9, 7))
+
+
+def test_fdlinear_forward_has_no_graph_breaks():
+    _no_graph_breaks(perturb_(FDLinear(32, 40, kernel_num=8)).train(), torch.randn(2, 5, 32))
+
+
+@pytest.mark.slow
+def test_compiled_matches_eager_forward_and_backward():
+    fd = perturb_(FDConv2d(24, 32, 3, padding=1, kernel_num=8)).train()
+    compiled = torch.compile(copy.deepcopy(fd))
+    x = torch.randn(2, 24, 8, 8)
+    xe, xc = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    ye, yc = fd(xe), compiled(xc)
+    assert max_relative_error(yc, ye) <= 1e-5
+    ye.square().mean().backward()
+    yc.square().mean().backward()
+    assert max_relative_error(xc.grad, xe.grad) <= 1e-4
+    ge = dict(fd.named_parameters())
+    for name, p in compiled.named_parameters():
+        assert max_relative_error(p.grad, ge[name.removeprefix("_orig_mod.")].grad) <= 1e-4, name
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_keeps_ffts_in_float32_and_trains(dtype, monkeypatch):
+    seen = []
+    for name in ("fft", "ifft", "rfft", "irfft", "rfft2", "irfft2"):
+        original = getattr(torch.fft, name)
+
+        def wrapped(inp, *args, _original=original, **kwargs):
+            seen.append(inp.dtype)
+            return _original(inp, *args, **kwargs)
+
+        monkeypatch.setattr(torch.fft, name, wrapped)
+    fd = perturb_(FDConv2d(32, 32, 3, padding=1, kernel_num=8)).train()
+    x = torch.randn(2, 32, 8, 8)
+    reference = fd(x)
+    with torch.autocast("cpu", dtype=dtype):
+        out = fd(x)
+    assert out.dtype == dtype
+    out.float().square().mean().backward()              # backward FFTs run too
+    assert fd.dft_weight.grad is not None and torch.isfinite(fd.dft_weight.grad).all()
+    assert seen and all(d in (torch.float32, torch.complex64) for d in seen), set(seen)
+    assert max_relative_error(out.float(), reference) <= 3e-2
+
+
+@pytest.mark.parametrize("height,width", [(56, 56), (196, 20), (7, 9), (28, 13)])
+def test_separable_low_pass_equals_masked_fft(height, width):
+    x = torch.randn(2, 3, height, width, dtype=torch.float64)
+    masks = low_pass_masks(height, width, (0.25, 0.125, 0.0625), dtype=torch.float64)
+    spectrum = torch.fft.rfft2(x, norm="ortho")
+    for low, mask in zip(low_pass_list(x), masks, strict=True):
+        expected = torch.fft.irfft2(spectrum * mask, s=(height, width), norm="ortho")
+        assert torch.allclose(low, expected, atol=1e-12)
+
+
+def test_fd_grad_checkpointing_kwarg_gives_same_gradients():
+    torch.manual_seed(0)
+    plain = timm.create_model("resnet18_fdconv", num_classes=4)
+    ckpt = timm.create_model("resnet18_fdconv", num_classes=4, fd_grad_checkpointing=True)
+    ckpt.load_state_dict(plain.state_dict())
+    assert ckpt.grad_checkpointing and not plain.grad_checkpointing
+    x = torch.randn(2, 3, 32, 32)
+    for model in (plain, ckpt):
+        model.train()(x).square().mean().backward()
+    grads = dict(plain.named_parameters())
+    for name, p in ckpt.named_parameters():
+        assert torch.allclose(p.grad, grads[name].grad, rtol=1e-4, atol=1e-6), name
