@@ -1,13 +1,24 @@
-"""Time and peak memory of plain convs, FDConv and the reference formulation; whole-network ratios.
+"""Time and memory of plain timm networks vs their ``*_fdconv`` twins, per ResNet-50 layer, and per FDConv stage.
 
-Peak memory is the process's resident-set high-water mark above its level before the run,
-reset through ``/proc/self/clear_refs`` (Linux); it is None where that is unavailable.
+Whole-network numbers come from one fresh subprocess per (model, measurement). Peak memory is
+``getrusage(RUSAGE_SELF).ru_maxrss`` at the end minus its value after the model and input are
+built: the kernel's exact resident high-water mark (no sampling, so short-lived peaks inside a
+step count; it includes allocator caches and library workspaces, which is what a user pays). A
+fresh process per measurement keeps one run's allocator state and high-water mark from leaking
+into the next, which an in-process RSS reading after warm-up cannot do. Plain and FDConv runs
+are interleaved so machine load affects both; every time is a median of ``repeats`` steps.
+
+Layer-level memory is the bytes autograd saves for backward (distinct storages, via
+``saved_tensors_hooks``): exact and deterministic, unlike process RSS for sub-100 MB tensors.
 """
 
 from __future__ import annotations
 
 import copy
-import gc
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,11 +26,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .convert import convert_to_fdconv
-from .layers.fdconv import FDConv2d
-from .reference import reference_forward
+__all__ = [
+    "RESNET50_LAYER_SHAPES", "DEFAULT_MODELS", "Measurement", "measure_network", "network_table", "layer_table",
+    "stage_profile", "format_network_table", "format_layer_table", "format_stage_profile",
+]
 
-__all__ = ["Measurement", "measure", "RESNET50_LAYER_SHAPES", "layer_table", "network_table"]
+DEFAULT_MODELS = ["resnet50", "convnext_tiny", "swin_tiny_patch4_window7_224"]
 
 # (name, in, out, k, stride, feature size) for ResNet-50's FDConv layers at 224x224.
 RESNET50_LAYER_SHAPES = [
@@ -34,131 +46,231 @@ RESNET50_LAYER_SHAPES = [
 ]
 
 
-def _status_kib(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 @dataclass
 class Measurement:
     ms: float
-    peak_mib: float | None
+    peak_mib: float | None = None
 
 
-def measure(fn: Callable[[], object], repeats: int = 3, warmup: int = 1) -> Measurement:
-    """Median wall time of ``fn`` and the peak resident memory it adds."""
+def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()
-    gc.collect()
-    base = _status_kib("VmRSS")
-    ok = _reset_peak()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1e3)
-    peak = _status_kib("VmHWM") if ok else None
     times.sort()
-    return Measurement(times[len(times) // 2], None if peak is None or base is None else max(peak - base, 0) / 1024)
+    return times[len(times) // 2]
 
 
-def _train_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
-    def step() -> None:
-        model.zero_grad(set_to_none=True)
-        model(x).float().square().mean().backward()
-    return step
+def _maxrss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _infer(model: Callable, x: torch.Tensor) -> Callable[[], object]:
-    def run() -> object:
-        with torch.inference_mode():
-            return model(x)
-    return run
+def _worker(spec: dict) -> dict:
+    """One measurement in this (fresh) process: ``spec`` = model, mode ('train'|'infer'), batch, size, repeats."""
+    import timm
+
+    import fdconv_zoo  # noqa: F401  (registers *_fdconv)
+
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    torch.manual_seed(0)
+    model = timm.create_model(spec["model"], **spec.get("kwargs", {}))
+    x = torch.randn(spec["batch"], 3, spec["size"], spec["size"])
+    if spec["mode"] == "train":
+        model.train()
+
+        def step() -> None:
+            model.zero_grad(set_to_none=True)
+            model(x).float().square().mean().backward()
+    else:
+        model.eval()
+
+        def step() -> None:
+            with torch.inference_mode():
+                model(x)
+    base = _maxrss_mib()
+    ms = _median_ms(step, spec["repeats"])
+    return {"ms": ms, "peak_mib": _maxrss_mib() - base}
 
 
-def layer_table(batch_size: int = 8, with_reference: bool = True, repeats: int = 3) -> list[dict]:
-    """Per ResNet-50 layer shape: forward and forward+backward of Conv2d, FDConv2d, reference."""
+def measure_network(model: str, mode: str, batch: int, size: int = 224, repeats: int = 3,
+                    threads: int | None = None, **kwargs) -> Measurement:
+    """Run one whole-network measurement in a fresh Python process (see the module docstring)."""
+    spec = dict(model=model, mode=mode, batch=batch, size=size, repeats=repeats, threads=threads, kwargs=kwargs)
+    out = subprocess.run([sys.executable, "-m", "fdconv_zoo.benchmark", json.dumps(spec)], capture_output=True,
+                         text=True, env=os.environ.copy(), check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"benchmark worker failed for {spec}:\n{out.stderr[-3000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return Measurement(result["ms"], result["peak_mib"])
+
+
+def network_table(models: list[str], batch_size: int = 8, image_size: int = 224, repeats: int = 3,
+                  threads: int | None = None, log: Callable[[str], None] | None = None) -> list[dict]:
+    """Per model: ``{model, plain: {...}, fdconv: {...}}`` with train bN, infer b1, infer bN measurements."""
+    modes = [("train", "train", batch_size), ("infer_b1", "infer", 1), (f"infer_b{batch_size}", "infer", batch_size)]
     rows = []
-    for name, cin, cout, k, stride, size in RESNET50_LAYER_SHAPES:
-        conv = nn.Conv2d(cin, cout, k, stride, k // 2, bias=False)
-        fd = FDConv2d.from_conv(conv)
-        x = torch.randn(batch_size, cin, size, size)
-        xg = x.clone().requires_grad_(True)
-        row = {"layer": f"{name} {cin}->{cout} k{k} s{stride} @{size}"}
-        for label, module in (("conv", conv), ("fdconv", fd)):
-            row[f"{label}_fwd"] = measure(_infer(module, x), repeats)
-            row[f"{label}_train"] = measure(lambda m=module, t=xg: m(t).square().mean().backward(), repeats)
-        if with_reference:
-            ref = copy.deepcopy(fd)
-            row["reference_fwd"] = measure(_infer(lambda t, r=ref: reference_forward(r, t), x), 1)
-            row["reference_train"] = measure(
-                lambda r=ref, t=xg: reference_forward(r, t).square().mean().backward(), 1)
+    for name in models:
+        row: dict = {"model": name, "plain": {}, "fdconv": {}}
+        for key, mode, batch in modes:
+            for label, arch in (("plain", name), ("fdconv", f"{name}_fdconv")):  # interleaved: same load for both
+                row[label][key] = measure_network(arch, mode, batch, image_size, repeats, threads)
+                if log:
+                    m = row[label][key]
+                    log(f"  {arch} {key}: {m.ms:.0f} ms, peak +{m.peak_mib:.0f} MiB")
         rows.append(row)
     return rows
 
 
-def network_table(models: list[str], batch_size: int = 8, image_size: int = 224, repeats: int = 3) -> list[dict]:
-    """Whole timm networks vs their FDConv conversion: inference at batch 1 and N, training step, peak memory."""
-    import timm
+def format_network_table(rows: list[dict], batch_size: int = 8) -> str:
+    n = batch_size
+    head = (f"| model | train b{n} ms | train img/s | infer b1 ms | infer b{n} ms | infer b{n} img/s "
+            f"| train b{n} peak MiB | infer b{n} peak MiB |")
+    lines = [head, "|" + "---|" * 8]
+    for row in rows:
+        cells = {}
+        for label in ("plain", "fdconv"):
+            r = row[label]
+            cells[label] = [r["train"].ms, n * 1e3 / r["train"].ms, r["infer_b1"].ms, r[f"infer_b{n}"].ms,
+                            n * 1e3 / r[f"infer_b{n}"].ms, r["train"].peak_mib, r[f"infer_b{n}"].peak_mib]
+            name = row["model"] if label == "plain" else f"{row['model']}_fdconv"
+            lines.append(f"| {name} | " + " | ".join(f"{v:.0f}" if i not in (1, 4) else f"{v:.1f}"
+                                                      for i, v in enumerate(cells[label])) + " |")
+        ratios = [f / p if p else float("nan") for f, p in zip(cells["fdconv"], cells["plain"], strict=True)]
+        lines.append("| **ratio FD / plain** | " + " | ".join(f"**{v:.2f}x**" for v in ratios) + " |")
+    return "\n".join(lines)
 
-    placements = {"resnet": dict(include=["layer*"], exclude=["*downsample*"]),
-                  "convnext": dict(include=["stages.*.mlp.fc1"]), "swin": dict(include=["layers.*.mlp.fc1"])}
+
+# ----------------------------------------------------------------------------------------------------------------
+# Layer table
+
+
+def _saved_for_backward_mib(fn: Callable[[], object]) -> float:
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    del out
+    return sum(storages.values()) / 2**20
+
+
+def layer_table(batch_size: int = 8, with_reference: bool = True, repeats: int = 3) -> list[dict]:
+    """Per ResNet-50 layer shape: forward, forward+backward, saved-for-backward MiB of Conv2d, FDConv2d, reference."""
+    from .layers.fdconv import FDConv2d
+    from .reference import reference_forward
+
     rows = []
-    for name in models:
-        family = next(f for f in placements if name.startswith(f))
-        plain = timm.create_model(name)
-        fd = copy.deepcopy(plain)
-        convert_to_fdconv(fd, **placements[family])
-        x = torch.randn(batch_size, 3, image_size, image_size)
-        for label, model in (("plain", plain), ("fdconv", fd)):
-            model.eval()
-            row = {"model": name if label == "plain" else f"{name} + FDConv"}
-            row["infer_b1"] = measure(_infer(model, x[:1]), repeats)
-            row[f"infer_b{batch_size}"] = measure(_infer(model, x), repeats)
-            model.train()
-            row[f"train_b{batch_size}"] = measure(_train_step(model, x), repeats)
-            rows.append(row)
+    for name, cin, cout, k, stride, size in RESNET50_LAYER_SHAPES:
+        torch.manual_seed(0)
+        conv = nn.Conv2d(cin, cout, k, stride, k // 2, bias=False)
+        fd = FDConv2d.from_conv(conv).train()
+        x = torch.randn(batch_size, cin, size, size)
+        xg = x.clone().requires_grad_(True)
+        row: dict = {"layer": f"{name} {cin}->{cout} k{k} s{stride} @{size}"}
+        modules: list[tuple[str, Callable, int]] = [("conv", conv, repeats), ("fdconv", fd, repeats)]
+        if with_reference:
+            ref = copy.deepcopy(fd)
+            modules.append(("reference", lambda t, r=ref: reference_forward(r, t), 1))
+        for label, fn, reps in modules:
+            def infer(f=fn, t=x) -> object:
+                with torch.inference_mode():
+                    return f(t)
+
+            row[f"{label}_fwd"] = _median_ms(infer, reps)
+            row[f"{label}_train"] = _median_ms(lambda f=fn, t=xg: f(t).square().mean().backward(), reps)
+            row[f"{label}_saved"] = _saved_for_backward_mib(lambda f=fn, t=xg: f(t))
+        rows.append(row)
     return rows
 
 
-def format_layer_table(rows: list[dict]) -> str:
+def format_layer_table(rows: list[dict], batch_size: int = 8) -> str:
     cols = [c for c in ("conv", "fdconv", "reference") if f"{c}_fwd" in rows[0]]
-    head = "| layer (batch 8) | " + " | ".join(f"{c} fwd ms | {c} fwd+bwd ms | {c} fwd+bwd peak MiB" for c in cols)
+    head = f"| layer (batch {batch_size}) | " + " | ".join(
+        f"{c} fwd ms | {c} fwd+bwd ms | {c} saved MiB" for c in cols)
     lines = [head + " |", "|" + "---|" * (1 + 3 * len(cols))]
     for r in rows:
         cells = []
         for c in cols:
-            f, t = r[f"{c}_fwd"], r[f"{c}_train"]
-            cells += [f"{f.ms:.1f}", f"{t.ms:.1f}", "n/a" if t.peak_mib is None else f"{t.peak_mib:.0f}"]
+            cells += [f"{r[f'{c}_fwd']:.1f}", f"{r[f'{c}_train']:.1f}", f"{r[f'{c}_saved']:.1f}"]
         lines.append(f"| {r['layer']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def format_network_table(rows: list[dict]) -> str:
-    keys = [k for k in rows[0] if k != "model"]
-    lines = ["| model | " + " | ".join(f"{k} ms" for k in keys) + f" | {keys[-1]} peak MiB |",
-             "|" + "---|" * (len(keys) + 2)]
-    for plain, fd in zip(rows[::2], rows[1::2], strict=True):
-        for r in (plain, fd):
-            peak = r[keys[-1]].peak_mib
-            lines.append(f"| {r['model']} | " + " | ".join(f"{r[k].ms:.0f}" for k in keys)
-                         + f" | {'n/a' if peak is None else f'{peak:.0f}'} |")
-        ratio_peak = ("n/a" if not (fd[keys[-1]].peak_mib and plain[keys[-1]].peak_mib)
-                      else f"{fd[keys[-1]].peak_mib / plain[keys[-1]].peak_mib:.2f}x")
-        lines.append("| ratio | " + " | ".join(f"{fd[k].ms / plain[k].ms:.2f}x" for k in keys) + f" | {ratio_peak} |")
+# ----------------------------------------------------------------------------------------------------------------
+# Per-stage profile
+
+
+def stage_profile(model_name: str = "resnet50_fdconv", batch_size: int = 8, image_size: int = 224,
+                  repeats: int = 3) -> dict[str, float]:
+    """Inference time of a whole ``*_fdconv`` network split into FDConv stages (ms per forward, median-free mean).
+
+    Wraps the stage functions with timers (no profiler overhead on the rest): KSM (attention
+    heads and local windows), FDW kernel build (gain map, inverse FFTs, local gate), FBM, the
+    per-sample convolution, and everything else (the rest of the network, including plain layers).
+    """
+    import timm
+
+    import fdconv_zoo  # noqa: F401
+
+    from .layers import fd_base, fdconv
+    from .layers.fbm import FrequencyBandModulation
+
+    spent = {"KSM": 0.0, "FDW kernel build (irfft2 + local gate)": 0.0, "FBM": 0.0, "per-sample conv": 0.0}
+    originals = []
+
+    def timed(owner, attr: str, key: str, subtract: str | None = None) -> None:
+        original = getattr(owner, attr)
+        originals.append((owner, attr, original))
+
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            before = spent[subtract] if subtract else 0.0
+            out = original(*args, **kwargs)
+            spent[key] += (time.perf_counter() - start) * 1e3 - ((spent[subtract] - before) if subtract else 0.0)
+            return out
+
+        setattr(owner, attr, wrapper)
+
+    model = timm.create_model(model_name).eval()
+    x = torch.randn(batch_size, 3, image_size, image_size)
+    timed(fd_base, "modulated_kernels", "FDW kernel build (irfft2 + local gate)")
+    timed(fd_base.FDKernelBase, "dynamic_kernel", "KSM", subtract="FDW kernel build (irfft2 + local gate)")
+    timed(FrequencyBandModulation, "forward", "FBM")
+    timed(fdconv.FDConv2d, "_convolve", "per-sample conv")
+    try:
+        with torch.inference_mode():
+            model(x)
+            for key in spent:
+                spent[key] = 0.0
+            start = time.perf_counter()
+            for _ in range(repeats):
+                model(x)
+            total = (time.perf_counter() - start) * 1e3
+    finally:
+        for owner, attr, original in reversed(originals):
+            setattr(owner, attr, original)
+    out = {key: value / repeats for key, value in spent.items()}
+    out["rest of the network"] = total / repeats - sum(out.values())
+    out["total"] = total / repeats
+    return out
+
+
+def format_stage_profile(profile: dict[str, float]) -> str:
+    total = profile["total"]
+    lines = ["| stage | ms per forward | share |", "|---|---|---|"]
+    for key, value in profile.items():
+        lines.append(f"| {key} | {value:.0f} | {100 * value / total:.0f}% |")
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(json.dumps(_worker(json.loads(sys.argv[1]))))

@@ -9,6 +9,8 @@ one conv per band, and one convolution per sample. Slow on purpose; independent 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -20,9 +22,13 @@ from .layers.fdlinear import FDLinear
 __all__ = ["reference_group_members", "reference_forward"]
 
 
+@functools.lru_cache(maxsize=64)
 def reference_group_members(rows: int, cols: int, num_groups: int) -> list[tuple[Tensor, Tensor]]:
     """Row/column indices of each frequency group, from a plain Python sort (spec 1.3-1.5),
-    with conjugate frequencies kept in one group (see :func:`~fdconv_zoo.layers.fdw.frequency_group_ids`)."""
+    with conjugate frequencies kept in one group (see :func:`~fdconv_zoo.layers.fdw.frequency_group_ids`).
+
+    Cached (treat the result as read-only): the Python sort takes seconds on a 512-channel layer and
+    benchmarks call the reference repeatedly."""
     half = cols // 2 + 1
     entries = []
     for u in range(rows):

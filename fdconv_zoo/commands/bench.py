@@ -1,20 +1,36 @@
-"""``fdconv-zoo bench``: the speed and memory tables (layers of ResNet-50, whole networks)."""
+"""``fdconv-zoo bench``: plain timm vs ``*_fdconv`` networks, ResNet-50 layers, and where FDConv's time goes."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import subprocess
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="time and peak memory: plain vs FDConv vs the reference formulation")
-    p.add_argument("--models", nargs="*", default=["resnet50"], help="timm models for the whole-network table")
+    p = sub.add_parser("bench", help="time and peak memory: plain timm vs *_fdconv networks, layers, stage profile")
+    p.add_argument("--models", nargs="*", default=None,
+                   help="timm models (their *_fdconv twins are compared); default resnet50 convnext_tiny swin_tiny")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--skip-layers", action="store_true", help="only the whole-network table")
+    p.add_argument("--repeats", type=int, default=3, help="timed steps per measurement (median reported)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads in every worker (default: torch's)")
+    p.add_argument("--skip-layers", action="store_true", help="leave out the per-layer table")
     p.add_argument("--skip-reference", action="store_true", help="leave out the slow reference formulation")
+    p.add_argument("--skip-profile", action="store_true", help="leave out the per-stage profile of resnet50_fdconv")
     p.set_defaults(func=run)
+
+
+def _machine() -> str:
+    try:
+        cpu = next((line.split(":", 1)[1].strip() for line in subprocess.run(
+            ["lscpu"], capture_output=True, text=True, check=False).stdout.splitlines()
+            if line.startswith("Model name")), platform.processor() or platform.machine())
+    except OSError:
+        cpu = platform.processor() or platform.machine()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{cpu}, nproc {os.cpu_count()}, load average {load:.2f} at start"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -22,12 +38,26 @@ def run(args: argparse.Namespace) -> int:
 
     from fdconv_zoo import benchmark
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    threads = args.threads or torch.get_num_threads()
+    log(f"torch {torch.__version__}, {threads} threads, {_machine()}")
+    models = benchmark.DEFAULT_MODELS if args.models is None else args.models
+    if models:
+        log(f"\n## Whole networks, {args.image_size}x{args.image_size}, median of {args.repeats} "
+            "(fresh process per cell, peak = ru_maxrss above post-build level)")
+        rows = benchmark.network_table(models, args.batch_size, args.image_size, args.repeats, args.threads, log)
+        log("\n" + benchmark.format_network_table(rows, args.batch_size))
+    if not args.skip_profile:
+        log(f"\n## resnet50_fdconv inference, batch {args.batch_size}: time per FDConv stage")
+        log(benchmark.format_stage_profile(benchmark.stage_profile("resnet50_fdconv", args.batch_size,
+                                                                   args.image_size, args.repeats)))
+        log("\n## same, batch 1")
+        log(benchmark.format_stage_profile(benchmark.stage_profile("resnet50_fdconv", 1, args.image_size,
+                                                                   args.repeats)))
     if not args.skip_layers:
+        log(f"\n## ResNet-50 layer shapes, batch {args.batch_size} (saved = bytes autograd keeps for backward)")
         rows = benchmark.layer_table(args.batch_size, not args.skip_reference, args.repeats)
-        print(benchmark.format_layer_table(rows))
-        print()
-    if args.models:
-        rows = benchmark.network_table(args.models, args.batch_size, args.image_size, args.repeats)
-        print(benchmark.format_network_table(rows))
+        log(benchmark.format_layer_table(rows, args.batch_size))
     return 0
