@@ -206,19 +206,24 @@ class _ModulatedKernels(torch.autograd.Function):
         half, rows = dft_t.shape[:2]
         cin = windows.shape[-1]
         cols = cin * k
-        gate = _local_gate(local_weight, windows, out_channels, k)
+        gate = _local_gate(local_weight, windows, out_channels, k)     # transposed view of a fresh logits buffer
         grad = grad.reshape(-1, out_channels, k, cin, k)
         grads = [None] * 8
+        need_spectrum = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        d_fdw = (grad * gate).view(-1, rows, cols) if need_spectrum else None
         if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
-            # d logits = grad * fdw * gate * (1 - gate) = grad * K * (1 - gate), back in conv1d channel order
-            d_logits = (grad * kernel.view_as(grad) * (1.0 - gate)).transpose(-1, -2).reshape(-1, out_channels * k * k,
-                                                                                              cin)
+            # d logits = grad * fdw * gate * (1 - gate) = grad * K * (1 - gate), computed in the gate's own buffer
+            # (in place: backward allocates as few kernel-sized temporaries as it can), whose untransposed
+            # layout is already the conv1d channel order.
+            d_logits = gate.neg_().add_(1.0).mul_(kernel.view_as(grad)).mul_(grad)
+            d_logits = d_logits.transpose(-1, -2).reshape(-1, out_channels * k * k, cin)
             if ctx.needs_input_grad[2]:
                 grads[2] = torch.matmul(d_logits, windows.transpose(1, 2)).sum(0)
             if ctx.needs_input_grad[3]:
                 grads[3] = torch.matmul(local_weight.t(), d_logits)
-        if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-            d_fdw = (grad * gate).view(-1, rows, cols)
+            del d_logits
+        del gate
+        if d_fdw is not None:
             if gains is None:
                 d_fdw = d_fdw.sum(0, keepdim=True)
             # adjoint of irfft(n=cols): rfft / cols, interior bins doubled; adjoint of ifft: fft / rows
@@ -226,8 +231,11 @@ class _ModulatedKernels(torch.autograd.Function):
             weights[0] = 1.0
             if cols % 2 == 0:
                 weights[-1] = 1.0
-            d_half = torch.fft.rfft(d_fdw, dim=-1, norm="forward") * weights
-            d_spec = torch.view_as_real(torch.fft.fft(d_half.transpose(-1, -2), dim=-1, norm="forward"))
+            d_half = torch.fft.rfft(d_fdw, dim=-1, norm="forward")
+            del d_fdw
+            d_half = d_half.mul_(weights).transpose(-1, -2)
+            d_spec = torch.view_as_real(torch.fft.fft(d_half, dim=-1, norm="forward"))
+            del d_half
             if gains is None:
                 grads[0] = d_spec[0] * scale
             else:
