@@ -29,6 +29,11 @@ def reference_group_members(rows: int, cols: int, num_groups: int) -> list[tuple
 
     Cached (treat the result as read-only): the Python sort takes seconds on a 512-channel layer and
     benchmarks call the reference repeatedly."""
+    with torch.inference_mode(False):  # cached: must stay usable by autograd when first built in inference mode
+        return _group_members(rows, cols, num_groups)
+
+
+def _group_members(rows: int, cols: int, num_groups: int) -> list[tuple[Tensor, Tensor]]:
     half = cols // 2 + 1
     entries = []
     for u in range(rows):
