@@ -243,7 +243,7 @@ def stage_profile(model_name: str = "resnet50_fdconv", batch_size: int = 8, imag
     model = timm.create_model(model_name).eval()
     x = torch.randn(batch_size, 3, image_size, image_size)
     timed(fd_base, "modulated_kernels", "FDW kernel build (irfft2 + local gate)")
-    timed(fd_base.FDKernelBase, "dynamic_kernel", "KSM", subtract="FDW kernel build (irfft2 + local gate)")
+    timed(fd_base.FDKernelBase, "kernel_factors", "KSM")
     timed(FrequencyBandModulation, "forward", "FBM")
     timed(fdconv.FDConv2d, "_convolve", "per-sample conv")
     try:

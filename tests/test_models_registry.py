@@ -118,3 +118,16 @@ def test_fd_model_args_round_trip_through_config_json(fake_hub) -> None:
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert max_relative_error(loaded(x), model(x)) <= 1e-6
+
+
+@pytest.mark.parametrize("arch", ["resnet18_fdconv", "convnext_tiny_fdconv", "resnet18_odconv1x"])
+@torch.no_grad()
+def test_fx_feature_extraction_treats_dynamic_layers_as_leaves(arch: str) -> None:
+    """timm's feature_cls='fx' traces the model: FD/dynamic layers must be registered leaves."""
+    torch.manual_seed(0)
+    hooks = timm.create_model(arch, features_only=True, out_indices=(1, 2)).eval()
+    torch.manual_seed(0)  # same construction order, same weights (the wrappers' key names differ)
+    fx = timm.create_model(arch, features_only=True, out_indices=(1, 2), feature_cls="fx").eval()
+    x = torch.randn(1, 3, 64, 64)
+    for a, b in zip(hooks(x), fx(x), strict=True):
+        assert a.shape == b.shape and max_relative_error(b, a) <= 1e-6

@@ -120,3 +120,37 @@ def test_fd_grad_checkpointing_kwarg_gives_same_gradients():
     grads = dict(plain.named_parameters())
     for name, p in ckpt.named_parameters():
         assert torch.allclose(p.grad, grads[name].grad, rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.parametrize("k,size", [(3, 5), (1, 4)])
+def test_recompute_kernel_gives_same_gradients_and_keeps_no_kernel(k, size):
+    torch.manual_seed(0)
+    cin, cout = 96, 128
+    keep = perturb_(FDConv2d(cin, cout, k, padding=k // 2, kernel_num=16)).train()
+    recompute = copy.deepcopy(keep)
+    recompute.recompute_kernel = True
+    x = torch.randn(4, cin, size, size)
+    outs = []
+    for layer in (keep, recompute):
+        xi = x.clone().requires_grad_()
+        y = layer(xi)
+        y.square().mean().backward()
+        outs.append((y.detach(), xi.grad, {n: p.grad for n, p in layer.named_parameters()}))
+    assert torch.equal(outs[0][0], outs[1][0])
+    assert torch.allclose(outs[0][1], outs[1][1], rtol=1e-5, atol=1e-7)
+    for name, grad in outs[0][2].items():
+        assert torch.allclose(outs[1][2][name], grad, rtol=1e-4, atol=1e-7), name
+    # BatchNorm of KSM runs once per forward, not again in the recomputation
+    assert torch.equal(keep.KSM_Global.bn.num_batches_tracked, recompute.KSM_Global.bn.num_batches_tracked)
+    kernel_bytes = cout * cin * k * k * 4
+    saved = [_saved_bytes(lambda m=m: m(torch.randn(6, cin, size, size, requires_grad=True)))
+             for m in (keep, recompute)]
+    assert saved[0] - saved[1] >= 6 * kernel_bytes * 0.9, saved
+
+
+def test_recompute_kernel_model_kwarg_reaches_every_fd_layer():
+    from fdconv_zoo.convert import fd_layers
+
+    model = timm.create_model("resnet18_fdconv", fd_recompute_kernel=True)
+    assert all(layer.recompute_kernel for layer in fd_layers(model).values())
+    assert not any(layer.recompute_kernel for layer in fd_layers(timm.create_model("resnet18_fdconv")).values())

@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads in every worker (default: torch's)")
     p.add_argument("--skip-layers", action="store_true", help="leave out the per-layer table")
     p.add_argument("--skip-reference", action="store_true", help="leave out the slow reference formulation")
+    p.add_argument("--tune-malloc", action="store_true",
+                   help="raise glibc's mmap/trim thresholds for every measurement (fdconv_zoo.cpu_tuning)")
     p.add_argument("--skip-profile", action="store_true", help="leave out the per-stage profile of resnet50_fdconv")
     p.set_defaults(func=run)
 
@@ -43,6 +45,12 @@ def run(args: argparse.Namespace) -> int:
 
     threads = args.threads or torch.get_num_threads()
     log(f"torch {torch.__version__}, {threads} threads, {_machine()}")
+    if args.tune_malloc:
+        from fdconv_zoo.cpu_tuning import MALLOC_ENV, tune_malloc
+
+        applied = tune_malloc()
+        log(f"malloc tuning for plain and FD alike: {' '.join(f'{k}={v}' for k, v in MALLOC_ENV.items())}"
+            + ("" if applied else " (not glibc: environment only)"))
     models = benchmark.DEFAULT_MODELS if args.models is None else args.models
     if models:
         log(f"\n## Whole networks, {args.image_size}x{args.image_size}, median of {args.repeats} "

@@ -1,5 +1,7 @@
 """FDConv building blocks (FDW, KSM, FBM, the two drop-in layers) and the dynamic-conv baseline layers."""
 
+from timm.layers import register_notrace_module
+
 from .condconv import CondConv2d, CondLinear
 from .dyconv import DyConv2d
 from .fbm import DEFAULT_CUTOFFS, FrequencyBandModulation, frequency_bands, low_pass_masks
@@ -10,6 +12,12 @@ from .fdw import dft_to_weight, frequency_group_ids, synthesize_kernels, weight_
 from .kernel_warehouse import KernelWarehouse, KWConv2d
 from .ksm import KSMGlobal, KSMLocal
 from .odconv import ODConv2d
+
+# Leaves for timm's FX feature extraction (feature_cls='fx'): these layers branch on input shapes
+# (the cheaper contraction order, FBM on/off), which symbolic tracing cannot follow.
+for _layer in (FDConv2d, FDLinear, CondConv2d, CondLinear, DyConv2d, KWConv2d, ODConv2d):
+    register_notrace_module(_layer)
+del _layer
 
 __all__ = [
     "CondConv2d", "CondLinear", "DyConv2d", "KWConv2d", "KernelWarehouse", "ODConv2d",

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from .fdw import dft_to_weight, frequency_group_ids, modulated_kernels, real_dtype, spectral_scale, weight_to_dft
 from .ksm import KSMGlobal, KSMLocal
 
-__all__ = ["FDKernelBase", "DynamicKernel"]
+__all__ = ["FDKernelBase", "DynamicKernel", "KernelFactors"]
 
 # Set by ``from_conv``/``from_linear``, which overwrite the spectrum at once: skips a Kaiming
 # init and its FFT (per layer, as large as the conversion itself).
@@ -43,6 +43,16 @@ class DynamicKernel(NamedTuple):
     spatial: Tensor | None
 
 
+class KernelFactors(NamedTuple):
+    """KSM's per-sample outputs: everything the kernel builder needs, all of size O(B * (I + O + n))."""
+
+    channel: Tensor
+    filter: Tensor
+    spatial: Tensor | None
+    gains: Tensor | None
+    windows: Tensor
+
+
 class FDKernelBase(nn.Module):
     """FDW + KSM for an ``(O, I, k, k)`` kernel (a Linear is ``k = 1``).
 
@@ -52,7 +62,7 @@ class FDKernelBase(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool, *,
                  kernel_num: int = 64, temperature: float = 1.0, ksm_reduction: float = 0.0625,
-                 ksm_min_hidden: int = 16, device=None, dtype=None) -> None:
+                 ksm_min_hidden: int = 16, recompute_kernel: bool = False, device=None, dtype=None) -> None:
         super().__init__()
         sizes = (("in_channels", in_channels), ("out_channels", out_channels), ("kernel_size", kernel_size))
         for name, value in sizes:
@@ -77,6 +87,9 @@ class FDKernelBase(nn.Module):
                                     ksm_reduction, ksm_min_hidden, **dd)
         self.KSM_Local = KSMLocal(in_channels, out_channels, k, **dd)
         self._fd_name = ""
+        #: training: rebuild the per-sample kernels in backward instead of keeping them (one more FFT per
+        #: sample for ~one kernel per sample less memory); a runtime choice, not saved with the weights
+        self.recompute_kernel = recompute_kernel
         if not _SKIP_WEIGHT_INIT.get():
             weight = torch.empty(out_channels, in_channels, k, k)
             nn.init.kaiming_uniform_(weight, a=5 ** 0.5)
@@ -108,19 +121,32 @@ class FDKernelBase(nn.Module):
         """The kernel with neutral attention (``a = 1/n``, no modulation), ``(O, I, k, k)`` float32."""
         return dft_to_weight(self.dft_weight, self.out_channels, self.in_channels, self._k)
 
-    def dynamic_kernel(self, pooled: Tensor) -> DynamicKernel:
-        """Build every sample's kernel from pooled features ``(B, I)``, in float32 (float64 kept)."""
+    def kernel_factors(self, pooled: Tensor) -> KernelFactors:
+        """KSM on pooled features ``(B, I)``, in float32 (float64 kept). Stateful (BatchNorm): run once."""
         with torch.autocast(pooled.device.type, enabled=False):
             pooled = pooled.to(real_dtype(self.dft_weight.dtype))
             channel, filt, spatial, gains = self.KSM_Global(pooled)
+            return KernelFactors(channel, filt, spatial, gains, self.KSM_Local.windows(pooled))
+
+    def build_kernel(self, factors: KernelFactors) -> DynamicKernel:
+        """FDW x local gate from KSM's factors: a pure function, safe to recompute in backward."""
+        with torch.autocast(factors.channel.device.type, enabled=False):
+            dtype = factors.channel.dtype
             local = self.KSM_Local
-            windows = local.windows(pooled)
             scale = spectral_scale(self.out_channels, self.in_channels)
-            if gains is not None:
+            if factors.gains is not None:
                 scale *= self.kernel_num
-            kernel = modulated_kernels(self.dft_weight.to(pooled.dtype), gains,
-                                       local.conv.weight.to(pooled.dtype).view(-1, local.local_size), windows,
+            kernel = modulated_kernels(self.dft_weight.to(dtype), factors.gains,
+                                       local.conv.weight.to(dtype).view(-1, local.local_size), factors.windows,
                                        self.group_ids_t, self.out_channels, self._k, float(scale))
+        spatial = factors.spatial
         if spatial is not None:
             spatial = spatial.view(-1, self._k, self._k)
-        return DynamicKernel(kernel, 2.0 * channel, filt, spatial)
+        return DynamicKernel(kernel, 2.0 * factors.channel, factors.filter, spatial)
+
+    def dynamic_kernel(self, pooled: Tensor) -> DynamicKernel:
+        """Build every sample's kernel from pooled features ``(B, I)``, in float32 (float64 kept)."""
+        return self.build_kernel(self.kernel_factors(pooled))
+
+    def _recomputing(self) -> bool:
+        return self.recompute_kernel and self.training and torch.is_grad_enabled()

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .fbm import DEFAULT_CUTOFFS, FrequencyBandModulation
-from .fd_base import DynamicKernel, FDKernelBase, skip_weight_init
+from .fd_base import DynamicKernel, FDKernelBase, KernelFactors, skip_weight_init
 
 __all__ = ["FDConv2d"]
 
@@ -50,7 +51,7 @@ class FDConv2d(FDKernelBase):
                  padding_mode: str = "zeros", *, kernel_num: int = 64, use_fbm: bool = True,
                  fbm_cutoffs: Sequence[float] = DEFAULT_CUTOFFS, fbm_lowfreq_att: bool = False,
                  temperature: float = 1.0, ksm_reduction: float = 0.0625, ksm_min_hidden: int = 16,
-                 device=None, dtype=None) -> None:
+                 recompute_kernel: bool = False, device=None, dtype=None) -> None:
         k = _square_kernel(kernel_size)
         if groups != 1:
             raise ValueError(
@@ -62,7 +63,8 @@ class FDConv2d(FDKernelBase):
                 f"FDConv2d supports padding_mode='zeros' only, got {padding_mode!r}; pad the input yourself"
             )
         super().__init__(in_channels, out_channels, k, bias, kernel_num=kernel_num, temperature=temperature,
-                         ksm_reduction=ksm_reduction, ksm_min_hidden=ksm_min_hidden, device=device, dtype=dtype)
+                         ksm_reduction=ksm_reduction, ksm_min_hidden=ksm_min_hidden,
+                         recompute_kernel=recompute_kernel, device=device, dtype=dtype)
         self.kernel_size = (k, k)
         self.stride = _pair(stride, "stride")
         self.dilation = _pair(dilation, "dilation")
@@ -139,9 +141,15 @@ class FDConv2d(FDKernelBase):
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        dk = self.dynamic_kernel(x.mean(dim=(2, 3), dtype=torch.promote_types(x.dtype, torch.float32)))
+        factors = self.kernel_factors(x.mean(dim=(2, 3), dtype=torch.promote_types(x.dtype, torch.float32)))
         if self.FBM is not None:
             x = self.FBM(x)
+        if self._recomputing():
+            return checkpoint(self._apply_kernel, x, factors, channels_last, use_reentrant=False)
+        return self._apply_kernel(x, factors, channels_last)
+
+    def _apply_kernel(self, x: Tensor, factors: KernelFactors, channels_last: bool) -> Tensor:
+        dk = self.build_kernel(factors)
         if not _amp_enabled(x):
             dk = DynamicKernel(*(t if t is None else t.to(x.dtype) for t in dk))
         y = self._convolve(x, dk, channels_last)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
-from .fd_base import FDKernelBase, skip_weight_init
+from .fd_base import FDKernelBase, KernelFactors, skip_weight_init
 
 __all__ = ["FDLinear"]
 
@@ -20,9 +21,10 @@ class FDLinear(FDKernelBase):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, kernel_num: int = 64,
                  temperature: float = 1.0, ksm_reduction: float = 0.0625, ksm_min_hidden: int = 16,
-                 device=None, dtype=None) -> None:
+                 recompute_kernel: bool = False, device=None, dtype=None) -> None:
         super().__init__(in_features, out_features, 1, bias, kernel_num=kernel_num, temperature=temperature,
-                         ksm_reduction=ksm_reduction, ksm_min_hidden=ksm_min_hidden, device=device, dtype=dtype)
+                         ksm_reduction=ksm_reduction, ksm_min_hidden=ksm_min_hidden,
+                         recompute_kernel=recompute_kernel, device=device, dtype=dtype)
 
     @property
     def in_features(self) -> int:
@@ -59,12 +61,20 @@ class FDLinear(FDKernelBase):
             )
         batch = x.shape[0]
         tokens = x.reshape(batch, -1, self.in_features)                      # (B, T, I)
-        dk = self.dynamic_kernel(tokens.mean(dim=1, dtype=torch.promote_types(x.dtype, torch.float32)))
-        amp = torch.is_autocast_enabled(x.device.type)
-        kernel, channel, filt = (t if amp else t.to(x.dtype) for t in (dk.kernel, dk.channel, dk.filter))
-        kernel = kernel.view(-1, self.out_features, self.in_features).expand(batch, -1, -1)
+        factors = self.kernel_factors(tokens.mean(dim=1, dtype=torch.promote_types(x.dtype, torch.float32)))
+        if self._recomputing():
+            y = checkpoint(self._apply_kernel, tokens, factors, use_reentrant=False)
+        else:
+            y = self._apply_kernel(tokens, factors)
+        return y.view(*x.shape[:-1], self.out_features)
+
+    def _apply_kernel(self, tokens: Tensor, factors: KernelFactors) -> Tensor:
+        dk = self.build_kernel(factors)
+        amp = torch.is_autocast_enabled(tokens.device.type)
+        kernel, channel, filt = (t if amp else t.to(tokens.dtype) for t in (dk.kernel, dk.channel, dk.filter))
+        kernel = kernel.view(-1, self.out_features, self.in_features).expand(tokens.shape[0], -1, -1)
         # (x * channel) @ K^T * filter: the rank-1 factors ride on the (small) token tensor.
         y = torch.bmm(tokens * channel[:, None], kernel.transpose(1, 2)) * filt[:, None]
         if self.bias is not None:
             y = y + self.bias.to(y.dtype)
-        return y.view(*x.shape[:-1], self.out_features)
+        return y

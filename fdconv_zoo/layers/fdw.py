@@ -163,11 +163,27 @@ def _gain_map(gains: Tensor, group_ids_t: Tensor, scale: float) -> Tensor:
     return (gains * scale).index_select(1, group_ids_t.view(-1)).view(-1, half, rows)
 
 
+def _block_weight(local_weight: Tensor, out_channels: int, k: int) -> Tensor:
+    """``(O*k*k, ks)`` with rows ``(o, p, q)`` -> ``(O*k, ks*k)`` with entry ``[(o, p), (s, q)]``."""
+    ks = local_weight.shape[1]
+    return local_weight.view(out_channels * k, k, ks).transpose(1, 2).reshape(out_channels * k, ks * k)
+
+
+def _block_windows(windows: Tensor, k: int) -> Tensor:
+    """``(B, ks, I)`` -> ``(B, ks*k, I*k)``, entry ``[(s, q'), (i, q)] = windows[s, i] * (q == q')``."""
+    batch, ks, cin = windows.shape
+    eye = torch.eye(k, dtype=windows.dtype, device=windows.device)
+    return (windows[:, :, None, :, None] * eye[:, None, :]).reshape(batch, ks * k, cin * k)
+
+
 def _local_gate(local_weight: Tensor, windows: Tensor, out_channels: int, k: int) -> Tensor:
-    """``sigmoid`` of the KSM local logits, as a ``(B, O, k, I, k)`` view matching the M layout."""
-    cin = windows.shape[-1]
-    logits = torch.matmul(local_weight, windows)                     # (B, O*k*k, I), channel = o*k*k + p*k + q
-    return logits.view(-1, out_channels, k, k, cin).transpose(-1, -2).sigmoid_()
+    """``sigmoid`` of the KSM local logits, contiguous in the M layout ``(B, O*k, I*k)``.
+
+    One GEMM against block-diagonal windows writes the logits straight in kernel order: a
+    rank-``ks`` GEMM in channel order plus a transposed view was 3-5x slower here, and every
+    elementwise pass over the transposed gate paid for the strides again.
+    """
+    return torch.matmul(_block_weight(local_weight, out_channels, k), _block_windows(windows, k)).sigmoid_()
 
 
 class _ModulatedKernels(torch.autograd.Function):
@@ -191,10 +207,8 @@ class _ModulatedKernels(torch.autograd.Function):
         else:
             spectrum = torch.view_as_complex(dft_t.unsqueeze(0) * _gain_map(gains, group_ids_t, scale).unsqueeze(-1))
         fdw = torch.fft.irfft(torch.fft.ifft(spectrum, dim=-1).transpose(-1, -2), n=cols, dim=-1)
-        fdw = fdw.view(-1, out_channels, k, cin, k)
         gate = _local_gate(local_weight, windows, out_channels, k)
         kernel = fdw.mul_(gate) if fdw.shape[0] == gate.shape[0] else fdw * gate
-        kernel = kernel.view(-1, rows, cols)
         ctx.save_for_backward(dft_t, gains, local_weight, windows, group_ids_t, kernel)
         ctx.meta = (out_channels, k, scale)
         return kernel
@@ -206,21 +220,22 @@ class _ModulatedKernels(torch.autograd.Function):
         half, rows = dft_t.shape[:2]
         cin = windows.shape[-1]
         cols = cin * k
-        gate = _local_gate(local_weight, windows, out_channels, k)     # transposed view of a fresh logits buffer
-        grad = grad.reshape(-1, out_channels, k, cin, k)
+        gate = _local_gate(local_weight, windows, out_channels, k)     # recomputed: a small GEMM, (B, rows, cols)
+        grad = grad.reshape(-1, rows, cols)
         grads = [None] * 8
         need_spectrum = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        d_fdw = (grad * gate).view(-1, rows, cols) if need_spectrum else None
+        d_fdw = grad * gate if need_spectrum else None
         if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
-            # d logits = grad * fdw * gate * (1 - gate) = grad * K * (1 - gate), computed in the gate's own buffer
-            # (in place: backward allocates as few kernel-sized temporaries as it can), whose untransposed
-            # layout is already the conv1d channel order.
-            d_logits = gate.neg_().add_(1.0).mul_(kernel.view_as(grad)).mul_(grad)
-            d_logits = d_logits.transpose(-1, -2).reshape(-1, out_channels * k * k, cin)
-            if ctx.needs_input_grad[2]:
-                grads[2] = torch.matmul(d_logits, windows.transpose(1, 2)).sum(0)
+            # d logits = grad * fdw * gate * (1 - gate) = grad * K * (1 - gate), in the gate's own buffer
+            # (in place: backward allocates as few kernel-sized temporaries as it can)
+            d_logits = gate.neg_().add_(1.0).mul_(kernel).mul_(grad)
+            ks = local_weight.shape[1]
+            if ctx.needs_input_grad[2]:  # the (s, q) diagonal blocks of d_logits @ block_windows^T
+                d_block = torch.matmul(d_logits, _block_windows(windows, k).transpose(1, 2)).sum(0)
+                grads[2] = d_block.view(rows, ks, k).transpose(1, 2).reshape(-1, ks)
             if ctx.needs_input_grad[3]:
-                grads[3] = torch.matmul(local_weight.t(), d_logits)
+                d_block = torch.matmul(_block_weight(local_weight, out_channels, k).t(), d_logits)
+                grads[3] = d_block.view(-1, ks, k, cin, k).diagonal(dim1=2, dim2=4).sum(-1)
             del d_logits
         del gate
         if d_fdw is not None:

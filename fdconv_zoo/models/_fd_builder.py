@@ -34,7 +34,7 @@ __all__ = [
     "fd_checkpoint_filter",
     "fd_default_cfgs",
     "pop_fd_options",
-    "pop_grad_checkpointing",
+    "RuntimeOptions",
 ]
 
 #: Paper/licence fields every ``*_fdconv`` cfg carries (timm shows them in model cards).
@@ -121,13 +121,24 @@ def apply_fdconv(model: nn.Module, options: FDOptions) -> ConversionReport:
     return report
 
 
-def pop_grad_checkpointing(kwargs: dict[str, Any]) -> bool:
-    """Take ``fd_grad_checkpointing`` out of ``kwargs``: recompute each block in backward (timm's
-    ``set_grad_checkpointing``), trading about one extra forward for the activations of a whole block.
-
-    A runtime choice, so it is not one of the :class:`FDOptions` saved with the model.
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """Memory/time trade-offs chosen per run, not saved with the model (``fd_grad_checkpointing``:
+    timm's ``set_grad_checkpointing``, each block recomputed in backward; ``fd_recompute_kernel``:
+    each FD layer rebuilds its per-sample kernels in backward instead of keeping them).
     """
-    return bool(kwargs.pop("fd_grad_checkpointing", False))
+
+    grad_checkpointing: bool = False
+    recompute_kernel: bool = False
+
+    @classmethod
+    def pop(cls, kwargs: dict[str, Any]) -> RuntimeOptions:
+        return cls(bool(kwargs.pop("fd_grad_checkpointing", False)), bool(kwargs.pop("fd_recompute_kernel", False)))
+
+    def apply(self, model: nn.Module) -> None:
+        model.set_grad_checkpointing(self.grad_checkpointing)
+        for layer in fd_layers(model).values():
+            layer.recompute_kernel = self.recompute_kernel
 
 
 def pop_fd_options(kwargs: dict[str, Any], defaults: FDOptions) -> FDOptions:

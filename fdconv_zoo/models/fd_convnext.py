@@ -19,12 +19,12 @@ from timm.models.convnext import checkpoint_filter_fn as convnext_filter
 
 from ._fd_builder import (
     FDOptions,
+    RuntimeOptions,
     apply_fdconv,
     base_cfg,
     fd_checkpoint_filter,
     fd_default_cfgs,
     pop_fd_options,
-    pop_grad_checkpointing,
 )
 
 __all__ = ["ConvNeXtFD", "CONVNEXT_FD_DEFAULTS"]
@@ -42,12 +42,12 @@ class ConvNeXtFD(ConvNeXt):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        checkpointing = pop_grad_checkpointing(kwargs)
+        runtime = RuntimeOptions.pop(kwargs)
         options = pop_fd_options(kwargs, CONVNEXT_FD_DEFAULTS)
         super().__init__(*args, **kwargs)
         self.fd_options = options
         self.fd_report = apply_fdconv(self, options)
-        self.set_grad_checkpointing(checkpointing)
+        runtime.apply(self)
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:

@@ -14,12 +14,12 @@ from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ._fd_builder import (
     FDOptions,
+    RuntimeOptions,
     apply_fdconv,
     base_cfg,
     fd_checkpoint_filter,
     fd_default_cfgs,
     pop_fd_options,
-    pop_grad_checkpointing,
 )
 
 __all__ = ["ResNetFD", "RESNET_FD_DEFAULTS"]
@@ -37,12 +37,12 @@ class ResNetFD(ResNet):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        checkpointing = pop_grad_checkpointing(kwargs)
+        runtime = RuntimeOptions.pop(kwargs)
         options = pop_fd_options(kwargs, RESNET_FD_DEFAULTS)
         super().__init__(*args, **kwargs)
         self.fd_options = options
         self.fd_report = apply_fdconv(self, options)
-        self.set_grad_checkpointing(checkpointing)
+        runtime.apply(self)
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:

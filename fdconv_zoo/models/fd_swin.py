@@ -21,12 +21,12 @@ from timm.models.swin_transformer import checkpoint_filter_fn as swin_filter
 
 from ._fd_builder import (
     FDOptions,
+    RuntimeOptions,
     apply_fdconv,
     base_cfg,
     fd_checkpoint_filter,
     fd_default_cfgs,
     pop_fd_options,
-    pop_grad_checkpointing,
 )
 
 __all__ = ["SwinTransformerFD", "SWIN_FD_DEFAULTS"]
@@ -43,12 +43,12 @@ class SwinTransformerFD(SwinTransformer):
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        checkpointing = pop_grad_checkpointing(kwargs)
+        runtime = RuntimeOptions.pop(kwargs)
         options = pop_fd_options(kwargs, SWIN_FD_DEFAULTS)
         super().__init__(*args, **kwargs)
         self.fd_options = options
         self.fd_report = apply_fdconv(self, options)
-        self.set_grad_checkpointing(checkpointing)
+        runtime.apply(self)
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:
