@@ -34,6 +34,7 @@ __all__ = [
     "fd_checkpoint_filter",
     "fd_default_cfgs",
     "pop_fd_options",
+    "FDModelMixin",
     "RuntimeOptions",
 ]
 
@@ -139,6 +140,24 @@ class RuntimeOptions:
         model.set_grad_checkpointing(self.grad_checkpointing)
         for layer in fd_layers(model).values():
             layer.recompute_kernel = self.recompute_kernel
+
+
+class FDModelMixin:
+    """Put before a timm network class: builds it, then swaps the layers ``fd_defaults`` places for FDConv.
+
+    Accepts every kwarg of the network plus the ``fd_*`` options of :class:`FDOptions` (saved in
+    ``config.json``) and the :class:`RuntimeOptions`; ``fd_report`` lists what was converted.
+    """
+
+    fd_defaults: FDOptions
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        runtime = RuntimeOptions.pop(kwargs)
+        options = pop_fd_options(kwargs, self.fd_defaults)
+        super().__init__(*args, **kwargs)
+        self.fd_options = options
+        self.fd_report = apply_fdconv(self, options)
+        runtime.apply(self)
 
 
 def pop_fd_options(kwargs: dict[str, Any], defaults: FDOptions) -> FDOptions:

@@ -18,13 +18,11 @@ from timm.models.convnext import ConvNeXt
 from timm.models.convnext import checkpoint_filter_fn as convnext_filter
 
 from ._fd_builder import (
+    FDModelMixin,
     FDOptions,
-    RuntimeOptions,
-    apply_fdconv,
     base_cfg,
     fd_checkpoint_filter,
     fd_default_cfgs,
-    pop_fd_options,
 )
 
 __all__ = ["ConvNeXtFD", "CONVNEXT_FD_DEFAULTS"]
@@ -34,20 +32,14 @@ CONVNEXT_FD_DEFAULTS = FDOptions(include=["stages.*.mlp.fc1", "stages.*.mlp.fc2"
                                  ksm_width="min")
 
 
-class ConvNeXtFD(ConvNeXt):
+class ConvNeXtFD(FDModelMixin, ConvNeXt):
     """timm's ConvNeXt with the MLP linears swapped for FDLinear (NHWC tokens) after construction.
 
     ``fd_*`` kwargs as in :class:`~fdconv_zoo.models._fd_builder.FDOptions`. With
     ``conv_mlp=True`` the MLP layers are 1x1 convs and become FDConv2d instead.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        runtime = RuntimeOptions.pop(kwargs)
-        options = pop_fd_options(kwargs, CONVNEXT_FD_DEFAULTS)
-        super().__init__(*args, **kwargs)
-        self.fd_options = options
-        self.fd_report = apply_fdconv(self, options)
-        runtime.apply(self)
+    fd_defaults = CONVNEXT_FD_DEFAULTS
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:

@@ -13,13 +13,11 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ._fd_builder import (
+    FDModelMixin,
     FDOptions,
-    RuntimeOptions,
-    apply_fdconv,
     base_cfg,
     fd_checkpoint_filter,
     fd_default_cfgs,
-    pop_fd_options,
 )
 
 __all__ = ["ResNetFD", "RESNET_FD_DEFAULTS"]
@@ -28,7 +26,7 @@ __all__ = ["ResNetFD", "RESNET_FD_DEFAULTS"]
 RESNET_FD_DEFAULTS = FDOptions(include=["layer*"], exclude=["*downsample*"], use_fbm=True, ksm_width="in")
 
 
-class ResNetFD(ResNet):
+class ResNetFD(FDModelMixin, ResNet):
     """timm's ResNet with the block convs swapped for FDConv2d after construction.
 
     Accepts every ResNet kwarg plus ``fd_kernel_num``, ``fd_min_channels``, ``fd_use_fbm``,
@@ -36,13 +34,7 @@ class ResNetFD(ResNet):
     :class:`~fdconv_zoo.models._fd_builder.FDOptions`); ``fd_report`` lists what was converted.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        runtime = RuntimeOptions.pop(kwargs)
-        options = pop_fd_options(kwargs, RESNET_FD_DEFAULTS)
-        super().__init__(*args, **kwargs)
-        self.fd_options = options
-        self.fd_report = apply_fdconv(self, options)
-        runtime.apply(self)
+    fd_defaults = RESNET_FD_DEFAULTS
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:

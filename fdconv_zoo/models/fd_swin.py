@@ -20,13 +20,11 @@ from timm.models.swin_transformer import SwinTransformer
 from timm.models.swin_transformer import checkpoint_filter_fn as swin_filter
 
 from ._fd_builder import (
+    FDModelMixin,
     FDOptions,
-    RuntimeOptions,
-    apply_fdconv,
     base_cfg,
     fd_checkpoint_filter,
     fd_default_cfgs,
-    pop_fd_options,
 )
 
 __all__ = ["SwinTransformerFD", "SWIN_FD_DEFAULTS"]
@@ -36,19 +34,13 @@ SWIN_FD_DEFAULTS = FDOptions(include=["layers.*.mlp.fc1", "layers.*.mlp.fc2"], e
                              ksm_width="min")
 
 
-class SwinTransformerFD(SwinTransformer):
+class SwinTransformerFD(FDModelMixin, SwinTransformer):
     """timm's Swin Transformer with the MLP linears swapped for FDLinear after construction.
 
     ``fd_*`` kwargs as in :class:`~fdconv_zoo.models._fd_builder.FDOptions`.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        runtime = RuntimeOptions.pop(kwargs)
-        options = pop_fd_options(kwargs, SWIN_FD_DEFAULTS)
-        super().__init__(*args, **kwargs)
-        self.fd_options = options
-        self.fd_report = apply_fdconv(self, options)
-        runtime.apply(self)
+    fd_defaults = SWIN_FD_DEFAULTS
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:
