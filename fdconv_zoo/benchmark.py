@@ -227,15 +227,14 @@ def stage_profile(model_name: str = "resnet50_fdconv", batch_size: int = 8, imag
     spent = {"KSM": 0.0, "FDW kernel build (irfft2 + local gate)": 0.0, "FBM": 0.0, "per-sample conv": 0.0}
     originals = []
 
-    def timed(owner, attr: str, key: str, subtract: str | None = None) -> None:
+    def timed(owner, attr: str, key: str) -> None:
         original = getattr(owner, attr)
         originals.append((owner, attr, original))
 
         def wrapper(*args, **kwargs):
             start = time.perf_counter()
-            before = spent[subtract] if subtract else 0.0
             out = original(*args, **kwargs)
-            spent[key] += (time.perf_counter() - start) * 1e3 - ((spent[subtract] - before) if subtract else 0.0)
+            spent[key] += (time.perf_counter() - start) * 1e3
             return out
 
         setattr(owner, attr, wrapper)

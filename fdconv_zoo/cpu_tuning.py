@@ -14,10 +14,11 @@ import os
 
 __all__ = ["MALLOC_ENV", "tune_malloc"]
 
-#: The same settings as environment variables, for ``MALLOC_...= python train.py`` or child processes.
-MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 30), "MALLOC_TRIM_THRESHOLD_": str(2**31 - 1)}
-
+_MMAP_THRESHOLD, _TRIM_THRESHOLD = 1 << 30, 2**31 - 1  # bytes: effectively "never mmap, never trim"
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameter ids
+
+#: The same settings as environment variables, for ``MALLOC_...= python train.py`` or child processes.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(_MMAP_THRESHOLD), "MALLOC_TRIM_THRESHOLD_": str(_TRIM_THRESHOLD)}
 
 
 def tune_malloc(children: bool = True) -> bool:
@@ -33,4 +34,4 @@ def tune_malloc(children: bool = True) -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    return bool(mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))

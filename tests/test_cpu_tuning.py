@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -18,7 +19,7 @@ print(json.dumps({"before": before, "applied": tune_malloc(), "after": {k: os.en
 
 def test_tune_malloc_is_opt_in_and_sets_the_children_environment() -> None:
     keys = sorted(MALLOC_ENV)
-    env = {k: v for k, v in __import__("os").environ.items() if k not in MALLOC_ENV}
+    env = {k: v for k, v in os.environ.items() if k not in MALLOC_ENV}
     out = subprocess.run([sys.executable, "-c", CHILD % (keys, keys)], capture_output=True, text=True, env=env,
                          check=True)
     result = json.loads(out.stdout.strip().splitlines()[-1])

@@ -12,14 +12,15 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .dynamic_base import DynamicConv2dBase, attention_param_names, init_kernels_, zero_sum_perturbation
+from .dynamic_base import (
+    DynamicConv2dBase,
+    attention_param_names,
+    check_positive_int,
+    init_kernels_,
+    zero_sum_perturbation,
+)
 
 __all__ = ["CondConv2d", "CondLinear"]
-
-
-def _check_experts(num_experts: int, owner: str) -> None:
-    if not isinstance(num_experts, int) or num_experts < 1:
-        raise ValueError(f"{owner}: num_experts must be a positive int, got {num_experts!r}")
 
 
 def _neutral_routing_(routing: nn.Linear, num_experts: int) -> float:
@@ -42,15 +43,14 @@ class CondConv2d(DynamicConv2dBase):
     still receive different gradients.
     """
 
-    attention_modules = ("routing",)
-
     method = "condconv"
+    attention_modules = ("routing",)
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *, num_experts: int = 8,
                  expert_noise: float = 0.01) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode)
-        _check_experts(num_experts, type(self).__name__)
+        check_positive_int(type(self).__name__, "num_experts", num_experts)
         self.num_experts = num_experts
         self.expert_noise = expert_noise
         self.weight = nn.Parameter(torch.empty(num_experts, *self.weight_shape))
@@ -96,7 +96,7 @@ class CondLinear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, num_experts: int = 8,
                  expert_noise: float = 0.01) -> None:
         super().__init__()
-        _check_experts(num_experts, type(self).__name__)
+        check_positive_int(type(self).__name__, "num_experts", num_experts)
         self.in_features, self.out_features = in_features, out_features
         self.num_experts = num_experts
         self.expert_noise = expert_noise

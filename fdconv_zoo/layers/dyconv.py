@@ -11,7 +11,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .dynamic_base import DynamicConv2dBase, hidden_channels, init_kernels_, zero_sum_perturbation
+from .dynamic_base import (
+    DynamicConv2dBase,
+    check_positive_int,
+    check_temperature,
+    hidden_channels,
+    init_kernels_,
+    zero_sum_perturbation,
+)
 
 __all__ = ["DyConv2d", "set_temperature", "annealed_temperature"]
 
@@ -24,19 +31,16 @@ class DyConv2d(DynamicConv2dBase):
     zero-sum perturbations.
     """
 
-    attention_modules = ("attention",)
-
     method = "dyconv"
+    attention_modules = ("attention",)
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
                  groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *, num_kernels: int = 4,
                  reduction: float = 0.25, min_hidden: int = 4, temperature: float = 1.0,
                  kernel_noise: float = 0.01) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode)
-        if not isinstance(num_kernels, int) or num_kernels < 1:
-            raise ValueError(f"DyConv2d: num_kernels must be a positive int, got {num_kernels!r}")
-        if temperature <= 0:
-            raise ValueError(f"DyConv2d: temperature must be > 0, got {temperature}")
+        check_positive_int("DyConv2d", "num_kernels", num_kernels)
+        check_temperature("DyConv2d", temperature)
         self.num_kernels = num_kernels
         self.temperature = float(temperature)
         self.kernel_noise = kernel_noise
@@ -84,8 +88,7 @@ def annealed_temperature(epoch: float, *, start: float = 30.0, end: float = 1.0,
 
 def set_temperature(model: nn.Module, temperature: float) -> int:
     """Set the softmax temperature of every DY-Conv/ODConv layer of ``model``; returns how many were set."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+    check_temperature("set_temperature", temperature)
     count = 0
     for m in model.modules():
         if getattr(m, "method", None) in ("dyconv", "odconv"):

@@ -121,6 +121,17 @@ def hidden_channels(in_channels: int, reduction: float, min_hidden: int) -> int:
     return max(int(in_channels * reduction), min_hidden)
 
 
+def check_positive_int(owner: str, name: str, value: object) -> None:
+    """The one error for a count (channels, kernels, experts) that is not a positive int."""
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
+
+
+def check_temperature(owner: str, temperature: float) -> None:
+    if temperature <= 0:
+        raise ValueError(f"{owner}: temperature must be > 0, got {temperature}")
+
+
 def attention_param_names(module: nn.Module, attention_modules: tuple[str, ...]) -> set[str]:
     """Parameter names under ``module``'s attention sub-modules (timm's ``no_weight_decay`` convention).
 
@@ -148,8 +159,7 @@ class DynamicConv2dBase(nn.Module):
         super().__init__()
         owner = type(self).__name__
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("groups", groups)):
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
+            check_positive_int(owner, name, value)
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"{owner}: in_channels={in_channels} and out_channels={out_channels} must both be "
                              f"divisible by groups={groups}")

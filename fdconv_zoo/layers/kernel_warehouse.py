@@ -65,9 +65,8 @@ class KWConv2d(DynamicConv2dBase):
     others hold a plain reference.
     """
 
-    attention_modules = ("squeeze", "attention_fc")
-
     method = "kw"
+    attention_modules = ("squeeze", "attention_fc")
     supports_groups = False
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,

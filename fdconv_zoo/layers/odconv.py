@@ -16,6 +16,8 @@ from torch import Tensor, nn
 from .dynamic_base import (
     DynamicConv2dBase,
     SqueezeMLP,
+    check_positive_int,
+    check_temperature,
     hidden_channels,
     init_kernels_,
     per_sample_conv2d,
@@ -35,9 +37,8 @@ class ODConv2d(DynamicConv2dBase):
     across the ``n`` kernels. The output then equals the source conv exactly at init.
     """
 
-    attention_modules = ("squeeze", "channel_fc", "filter_fc", "spatial_fc", "kernel_fc")
-
     method = "odconv"
+    attention_modules = ("squeeze", "channel_fc", "filter_fc", "spatial_fc", "kernel_fc")
     supports_groups = False
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
@@ -45,10 +46,8 @@ class ODConv2d(DynamicConv2dBase):
                  reduction: float = 0.0625, min_hidden: int = 16, temperature: float = 1.0,
                  kernel_noise: float = 0.01) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias, padding_mode)
-        if not isinstance(num_kernels, int) or num_kernels < 1:
-            raise ValueError(f"ODConv2d: num_kernels must be a positive int, got {num_kernels!r}")
-        if temperature <= 0:
-            raise ValueError(f"ODConv2d: temperature must be > 0, got {temperature}")
+        check_positive_int("ODConv2d", "num_kernels", num_kernels)
+        check_temperature("ODConv2d", temperature)
         self.num_kernels = num_kernels
         self.temperature = float(temperature)
         self.kernel_noise = kernel_noise

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..baselines import anneal_dynamic_layers
+from ..baselines import anneal_dynamic_layers, dynamic_layers
 from .checkpoint import read_trainer_state, save_checkpoint
 from .errors import InputError
 
@@ -165,6 +165,7 @@ def fit(accelerator: Any, model: nn.Module, optimizer: Any, scheduler: Any, trai
                disable=not accelerator.is_local_main_process)
     model.train()
     net = accelerator.unwrap_model(model)
+    anneal = bool(dynamic_layers(net))  # DY-Conv/ODConv/KW schedules; looked up once, not every step
     loss_sum = torch.zeros((), device=accelerator.device)
     loss_count = 0
     while step < s.max_steps:
@@ -176,7 +177,8 @@ def fit(accelerator: Any, model: nn.Module, optimizer: Any, scheduler: Any, trai
         micro = skip
         tick = time.perf_counter()
         for batch in loader:
-            anneal_dynamic_layers(net, step / s.steps_per_epoch)  # no-op without DY-Conv/ODConv/KW layers
+            if anneal:
+                anneal_dynamic_layers(net, step / s.steps_per_epoch)
             with accelerator.accumulate(model):
                 loss = loss_fn(model, batch)
                 accelerator.backward(loss)
