@@ -39,7 +39,7 @@ def basis_kernels(layer: FDKernelBase) -> Tensor:
     cout, cin = layer.out_channels, layer.in_channels
     eye = torch.eye(n, device=layer.dft_weight.device, dtype=torch.float32) / n
     scale = float(n * spectral_scale(cout, cin))
-    m = synthesize_kernels(layer.dft_weight, eye if n > 1 else None, layer.group_ids_t, cin * k, scale)
+    m = synthesize_kernels(layer.dft_weight, eye if n > 1 else None, layer.group_ids, cin * k, scale)
     return m.view(n, cout, k, cin, k).permute(0, 1, 3, 2, 4).contiguous()
 
 
@@ -255,7 +255,7 @@ def plot_fdw_group_spectra(layer: FDKernelBase, path: str | Path, title: str = "
     """FDW of one FDConv layer: the frequency-group map, the log-magnitude spectrum and energy per group."""
     plt = _pyplot()
     spec = torch.view_as_complex(layer.dft_weight[0].float().contiguous()).abs()
-    groups = layer.group_ids_t.t().cpu()
+    groups = layer.group_ids.cpu()
     energy = torch.zeros(layer.kernel_num).index_add_(0, groups.flatten().long(), spec.flatten().square().cpu())
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
     axes[0].imshow(groups.numpy(), aspect="auto", cmap="viridis", interpolation="nearest")

@@ -37,6 +37,10 @@ CONV_CASES = [
     (20, 96, 3, 1, "same", 1, False, 5, 4, 4),
     (64, 32, 1, 2, 0, 1, True, 16, 9, 7),
     (17, 18, 3, 2, 0, 1, True, 3, 10, 10),
+    # large maps: the rank-1 factors (and bias) are folded into the kernel, on either side or both
+    (8, 24, 3, 1, 1, 1, True, 8, 20, 18),
+    (16, 24, 1, 1, 0, 1, True, 8, 12, 10),
+    (64, 17, 3, 2, 1, 1, True, 8, 16, 16),
 ]
 CONV_IDS = [f"I{c[0]}-O{c[1]}-k{c[2]}-s{c[3]}-p{c[4]}-d{c[5]}-n{c[7]}" for c in CONV_CASES]
 

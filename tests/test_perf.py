@@ -154,3 +154,48 @@ def test_recompute_kernel_model_kwarg_reaches_every_fd_layer():
     model = timm.create_model("resnet18_fdconv", fd_recompute_kernel=True)
     assert all(layer.recompute_kernel for layer in fd_layers(model).values())
     assert not any(layer.recompute_kernel for layer in fd_layers(timm.create_model("resnet18_fdconv")).values())
+
+
+def _outputs_and_grads(layer, x):
+    x = x.clone().requires_grad_()
+    y = layer(x)
+    y.square().mean().backward()
+    return y.detach(), x.grad, {n: p.grad.clone() for n, p in layer.named_parameters()}
+
+
+@pytest.mark.parametrize("recompute", [False, True], ids=["keep", "recompute"])
+@pytest.mark.parametrize("kind,size", [("k3", 3), ("k3", 9), ("k1", 3), ("linear", 0)])
+def test_per_sample_chunks_match_the_whole_batch(kind, size, recompute, monkeypatch):
+    """Large layers build and apply kernels one sample at a time; that must be the same math."""
+    import fdconv_zoo.layers.fd_base as fd_base
+
+    torch.manual_seed(0)
+    if kind == "linear":
+        layer, x = FDLinear(24, 40, kernel_num=8), torch.randn(3, 5, 24)
+    else:
+        k = int(kind[1])
+        layer, x = FDConv2d(24, 40, k, padding=k // 2, kernel_num=8), torch.randn(3, 24, size, size)
+    layer = perturb_(layer).train()
+    layer.recompute_kernel = recompute
+    chunked = copy.deepcopy(layer)
+    assert layer._samples_per_chunk(3) == 3
+    whole = _outputs_and_grads(layer, x)
+    monkeypatch.setattr(fd_base, "PER_SAMPLE_SPECTRUM_BYTES", 0)
+    assert chunked._samples_per_chunk(3) == 1
+    parts = _outputs_and_grads(chunked, x)
+    assert torch.allclose(parts[0], whole[0], rtol=1e-5, atol=1e-6)
+    assert torch.allclose(parts[1], whole[1], rtol=1e-4, atol=1e-7)
+    for name, grad in whole[2].items():
+        assert torch.allclose(parts[2][name], grad, rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.parametrize("k,size", [(3, 3), (1, 3), (1, 12), (3, 12)])
+def test_per_sample_chunks_keep_channels_last(k, size, monkeypatch):
+    import fdconv_zoo.layers.fd_base as fd_base
+
+    monkeypatch.setattr(fd_base, "PER_SAMPLE_SPECTRUM_BYTES", 0)
+    layer = perturb_(FDConv2d(24, 40, k, padding=k // 2, kernel_num=8)).eval()
+    x = torch.randn(2, 24, size, size).contiguous(memory_format=torch.channels_last)
+    y = layer(x)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(y, layer(x.contiguous()), rtol=1e-5, atol=1e-6)

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from .fdw import dft_to_weight, frequency_group_ids, modulated_kernels, real_dtype, spectral_scale, weight_to_dft
 from .ksm import KSMGlobal, KSMLocal
 
 __all__ = ["FDKernelBase", "DynamicKernel", "KernelFactors"]
+
+#: Per-sample spectrum size (bytes) from which kernels are built and applied one sample at a time.
+#: A 2-D inverse FFT over a batch makes torch copy (transpose) the whole batch between its two 1-D
+#: passes; for one sample it runs strided in place, and the kernel is used while still in cache.
+#: Below this size the batch is cheaper in one go (Python overhead per sample dominates).
+PER_SAMPLE_SPECTRUM_BYTES = 2 << 20
 
 # Set by ``from_conv``/``from_linear``, which overwrite the spectrum at once: skips a Kaiming
 # init and its FFT (per layer, as large as the conversion itself).
@@ -80,7 +87,8 @@ class FDKernelBase(nn.Module):
             group_ids = frequency_group_ids(rows, cols, kernel_num)
         except ValueError as err:
             raise ValueError(f"{self._describe(k)}: {err}") from None
-        self.register_buffer("group_ids_t", group_ids.t().contiguous().to(device), persistent=False)
+        # int64: backward's index_add_ runs ~60x slower with int32, and converting per call costs a pass
+        self.register_buffer("group_ids", group_ids.to(device), persistent=False)
         self.dft_weight = nn.Parameter(torch.empty(1, rows, cols // 2 + 1, 2, **dd))
         self.bias = nn.Parameter(torch.zeros(out_channels, **dd)) if bias else None
         self.KSM_Global = KSMGlobal(in_channels, out_channels, k, kernel_num, temperature,
@@ -138,7 +146,7 @@ class FDKernelBase(nn.Module):
                 scale *= self.kernel_num
             kernel = modulated_kernels(self.dft_weight.to(dtype), factors.gains,
                                        local.conv.weight.to(dtype).view(-1, local.local_size), factors.windows,
-                                       self.group_ids_t, self.out_channels, self._k, float(scale))
+                                       self.group_ids, self.out_channels, self._k, float(scale))
         spatial = factors.spatial
         if spatial is not None:
             spatial = spatial.view(-1, self._k, self._k)
@@ -150,3 +158,24 @@ class FDKernelBase(nn.Module):
 
     def _recomputing(self) -> bool:
         return self.recompute_kernel and self.training and torch.is_grad_enabled()
+
+    def _samples_per_chunk(self, batch: int) -> int:
+        rows, half = self.dft_weight.shape[1:3]
+        return 1 if rows * half * 8 >= PER_SAMPLE_SPECTRUM_BYTES else max(batch, 1)
+
+    def _apply_in_chunks(self, apply: Callable[..., Tensor], inputs: Tensor, factors: KernelFactors,
+                         *args) -> Tensor:
+        """``apply(inputs, factors, *args)`` over batch chunks (see ``PER_SAMPLE_SPECTRUM_BYTES``), each
+        checkpointed when ``recompute_kernel`` is on, so backward also holds one chunk's kernel at a time."""
+        batch = inputs.shape[0]
+        step = self._samples_per_chunk(batch)
+        recompute = self._recomputing()
+        outputs = []
+        for start in range(0, batch, step):
+            chunk = (inputs[start:start + step],
+                     KernelFactors(*(t if t is None else t[start:start + step] for t in factors)))
+            if recompute:
+                outputs.append(checkpoint(apply, *chunk, *args, use_reentrant=False))
+            else:
+                outputs.append(apply(*chunk, *args))
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)

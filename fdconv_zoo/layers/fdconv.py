@@ -7,7 +7,6 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from .fbm import DEFAULT_CUTOFFS, FrequencyBandModulation
 from .fd_base import DynamicKernel, FDKernelBase, KernelFactors, skip_weight_init
@@ -43,7 +42,9 @@ class FDConv2d(FDKernelBase):
     convolves the FBM-modulated input with it. The per-sample kernel is built in the FDW "M
     layout" and never permuted: late layers (kernel larger than the feature map) unfold the
     input and use one batched GEMM; early layers use a grouped convolution. The rank-1 channel,
-    spatial and filter factors are applied to activations, which is the same math, cheaper.
+    spatial and filter factors go on the kernel or on the activations, whichever is smaller (same math).
+    Layers with a large spectrum build and apply their kernels one sample at a time
+    (``fd_base.PER_SAMPLE_SPECTRUM_BYTES``).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | Sequence[int], stride=1,
@@ -144,24 +145,24 @@ class FDConv2d(FDKernelBase):
         factors = self.kernel_factors(x.mean(dim=(2, 3), dtype=torch.promote_types(x.dtype, torch.float32)))
         if self.FBM is not None:
             x = self.FBM(x)
-        if self._recomputing():
-            return checkpoint(self._apply_kernel, x, factors, channels_last, use_reentrant=False)
-        return self._apply_kernel(x, factors, channels_last)
+        y = self._apply_in_chunks(self._apply_kernel, x, factors, channels_last)
+        if channels_last:
+            y = y.contiguous(memory_format=torch.channels_last)
+        return y
 
     def _apply_kernel(self, x: Tensor, factors: KernelFactors, channels_last: bool) -> Tensor:
         dk = self.build_kernel(factors)
         if not _amp_enabled(x):
             dk = DynamicKernel(*(t if t is None else t.to(x.dtype) for t in dk))
-        y = self._convolve(x, dk, channels_last)
-        y = y * dk.filter[:, :, None, None].to(y.dtype)
-        if self.bias is not None:
-            y = y + self.bias.to(y.dtype)[None, :, None, None]
-        if channels_last:
-            y = y.contiguous(memory_format=torch.channels_last)
-        return y
+        return self._convolve(x, dk, channels_last)
 
     def _convolve(self, x: Tensor, dk: DynamicKernel, channels_last: bool) -> Tensor:
-        """``conv(x * channel, kernel * spatial)`` per sample, without the filter factor and bias."""
+        """``conv(x, kernel * channel * spatial) * filter + bias`` per sample.
+
+        The rank-1 factors go wherever they cost less (spec section 2): on the kernel when it is
+        smaller than the activation they would otherwise scale (early layers: one small pass instead
+        of a pass over a large feature map), on the activations when it is larger (late layers).
+        """
         k = self.kernel_size[0]
         (left, right, top, bottom) = self._pad
         if left != right or top != bottom:
@@ -171,28 +172,59 @@ class FDConv2d(FDKernelBase):
         out_h = (height + 2 * top - self.dilation[0] * (k - 1) - 1) // self.stride[0] + 1
         out_w = (width + 2 * left - self.dilation[1] * (k - 1) - 1) // self.stride[1] + 1
         cout = self.out_channels
-        channel = dk.channel  # already in x's dtype unless autocast decides (cast once in forward)
+        kernel_entries = cout * cin * k * k
+        fold_input = kernel_entries < cin * height * width
+        fold_output = kernel_entries < cout * out_h * out_w
+        kernel = dk.kernel.view(-1, cout, k, cin, k)                   # M layout: (o, p, i, q)
+        if fold_input:
+            in_factor = dk.channel[:, None, :, None]
+            if dk.spatial is not None:
+                in_factor = in_factor * dk.spatial[:, :, None, :]
+            kernel = kernel * in_factor[:, None]
+        if fold_output:
+            kernel = kernel * dk.filter[:, :, None, None, None]
+        bias = None if self.bias is None else self.bias.to(kernel.dtype if _amp_enabled(x) else x.dtype)
+        fused_bias = bias if fold_output else None
+        channel = dk.channel[:, :, None, None]
 
         if k == 1 and top == left == 0:
-            cols = x[:, :, ::self.stride[0], ::self.stride[1]] * channel[:, :, None, None]
-            cols = cols.flatten(2)                                    # (B, I, L)
-            kernel = dk.kernel.view(-1, cout, cin)
+            cols = x[:, :, ::self.stride[0], ::self.stride[1]]
+            cols = (cols if fold_input else cols * channel).flatten(2)           # (B, I, L)
+            kernel = kernel.view(-1, cout, cin)
         elif cout > out_h * out_w:  # late layers: the kernel is the big tensor, move the input instead
             cols = F.unfold(x, k, self.dilation, (top, left), self.stride).view(batch, cin, k, k, -1)
-            scale = channel[:, :, None, None] if dk.spatial is None else channel[:, :, None, None] * dk.spatial[:, None]
-            cols = (cols * scale[..., None]).permute(0, 2, 1, 3, 4).reshape(batch, k * cin * k, -1)
-            kernel = dk.kernel.view(-1, cout, k * cin * k)           # M layout rows (o), columns (p, i, q)
+            if not fold_input:
+                scale = channel if dk.spatial is None else channel * dk.spatial[:, None]
+                cols = cols * scale[..., None]
+            cols = cols.permute(0, 2, 1, 3, 4).reshape(batch, k * cin * k, -1)
+            kernel = kernel.reshape(-1, cout, k * cin * k)                # rows (o), columns (p, i, q)
         else:  # early layers: small kernels, large maps -> one grouped convolution
-            kernel = dk.kernel.view(-1, cout, k, cin, k).permute(0, 1, 3, 2, 4)
-            if dk.spatial is not None:
+            kernel = kernel.permute(0, 1, 3, 2, 4)
+            if not fold_input and dk.spatial is not None:
                 kernel = kernel * dk.spatial[:, None, None]
             kernel = kernel.expand(batch, -1, -1, -1, -1).reshape(batch * cout, cin, k, k)
-            xs = (x * channel[:, :, None, None]).reshape(1, batch * cin, height, width)
-            y = F.conv2d(xs, kernel, None, self.stride, (top, left), self.dilation, groups=batch)
-            return y.view(batch, cout, out_h, out_w)
+            xs = (x if fold_input else x * channel).reshape(1, batch * cin, height, width)
+            y = F.conv2d(xs, kernel, None if fused_bias is None else fused_bias.repeat(batch), self.stride,
+                         (top, left), self.dilation, groups=batch).view(batch, cout, out_h, out_w)
+            return self._finish(y, dk, bias, fold_output)
 
         kernel = kernel.expand(batch, -1, -1)
         if channels_last:  # (B, L, O) is NHWC: keep the caller's memory format for free
-            y = torch.bmm(cols.transpose(1, 2), kernel.transpose(1, 2))
-            return y.view(batch, out_h, out_w, cout).permute(0, 3, 1, 2)
-        return torch.bmm(kernel, cols).view(batch, cout, out_h, out_w)
+            if fused_bias is None:
+                y = torch.bmm(cols.transpose(1, 2), kernel.transpose(1, 2))
+            else:
+                y = torch.baddbmm(fused_bias, cols.transpose(1, 2), kernel.transpose(1, 2))
+            y = y.view(batch, out_h, out_w, cout).permute(0, 3, 1, 2)
+        elif fused_bias is None:
+            y = torch.bmm(kernel, cols).view(batch, cout, out_h, out_w)
+        else:
+            y = torch.baddbmm(fused_bias[:, None], kernel, cols).view(batch, cout, out_h, out_w)
+        return self._finish(y, dk, bias, fold_output)
+
+    @staticmethod
+    def _finish(y: Tensor, dk: DynamicKernel, bias: Tensor | None, filter_done: bool) -> Tensor:
+        """The filter factor and bias where they were not folded into the kernel."""
+        if filter_done:
+            return y
+        y = y * dk.filter[:, :, None, None].to(y.dtype)
+        return y if bias is None else y + bias.to(y.dtype)[None, :, None, None]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from .fd_base import FDKernelBase, KernelFactors, skip_weight_init
 
@@ -62,10 +61,7 @@ class FDLinear(FDKernelBase):
         batch = x.shape[0]
         tokens = x.reshape(batch, -1, self.in_features)                      # (B, T, I)
         factors = self.kernel_factors(tokens.mean(dim=1, dtype=torch.promote_types(x.dtype, torch.float32)))
-        if self._recomputing():
-            y = checkpoint(self._apply_kernel, tokens, factors, use_reentrant=False)
-        else:
-            y = self._apply_kernel(tokens, factors)
+        y = self._apply_in_chunks(self._apply_kernel, tokens, factors)
         return y.view(*x.shape[:-1], self.out_features)
 
     def _apply_kernel(self, tokens: Tensor, factors: KernelFactors) -> Tensor:
