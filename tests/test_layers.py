@@ -103,7 +103,7 @@ def test_channels_last_input_keeps_format_and_values():
     assert max_relative_error(y1, fd1(x)) <= 1e-5
 
 
-@pytest.mark.parametrize("shape", [(2, 7, 40), (2, 3, 5, 40), (3, 40)])
+@pytest.mark.parametrize("shape", [(2, 7, 40), (2, 3, 5, 40), (3, 40), (2, 50, 40), (2, 10, 12, 40)])
 def test_fdlinear_function_preserving_and_reference(shape):
     lin = nn.Linear(40, 90)
     fd = FDLinear.from_linear(lin, kernel_num=16)

@@ -65,12 +65,25 @@ class FDLinear(FDKernelBase):
         return y.view(*x.shape[:-1], self.out_features)
 
     def _apply_kernel(self, tokens: Tensor, factors: KernelFactors) -> Tensor:
+        """``(tokens * channel) @ K^T * filter + bias``, each rank-1 factor (and the bias) on whichever of
+        kernel and tokens is smaller: early stages have far more tokens than kernel entries."""
         dk = self.build_kernel(factors)
         amp = torch.is_autocast_enabled(tokens.device.type)
         kernel, channel, filt = (t if amp else t.to(tokens.dtype) for t in (dk.kernel, dk.channel, dk.filter))
-        kernel = kernel.view(-1, self.out_features, self.in_features).expand(tokens.shape[0], -1, -1)
-        # (x * channel) @ K^T * filter: the rank-1 factors ride on the (small) token tensor.
-        y = torch.bmm(tokens * channel[:, None], kernel.transpose(1, 2)) * filt[:, None]
-        if self.bias is not None:
-            y = y + self.bias.to(y.dtype)
-        return y
+        count = tokens.shape[1]
+        kernel = kernel.view(-1, self.out_features, self.in_features)
+        if self.out_features < count:
+            kernel = kernel * channel[:, None, :]
+        else:
+            tokens = tokens * channel[:, None]
+        fold_filter = self.in_features < count
+        if fold_filter:
+            kernel = kernel * filt[:, :, None]
+        kernel_t = kernel.expand(tokens.shape[0], -1, -1).transpose(1, 2)
+        bias = None if self.bias is None else self.bias.to(kernel.dtype if amp else tokens.dtype)
+        if fold_filter and bias is not None:
+            return torch.baddbmm(bias, tokens, kernel_t)
+        y = torch.bmm(tokens, kernel_t)
+        if not fold_filter:
+            y = y * filt[:, None]
+        return y if bias is None else y + bias.to(y.dtype)
