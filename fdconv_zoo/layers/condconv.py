@@ -17,6 +17,7 @@ from .dynamic_base import (
     attention_param_names,
     check_positive_int,
     init_kernels_,
+    mix_kernels,
     zero_sum_perturbation,
 )
 
@@ -73,7 +74,7 @@ class CondConv2d(DynamicConv2dBase):
 
     def dynamic_kernels(self, x: Tensor, pooled: Tensor) -> Tensor:
         r = self.routing_weights(pooled)
-        return torch.einsum("bn,nf->bf", r, self.weight.flatten(1)).view(-1, *self.weight_shape)
+        return mix_kernels(r, self.weight)
 
     def candidate_kernels(self) -> Tensor:
         """The ``n`` expert kernels ``(n, O, I/groups, kh, kw)``."""
@@ -131,7 +132,7 @@ class CondLinear(nn.Module):
             raise ValueError(f"CondLinear({self.in_features}, {self.out_features}): expected (batch, "
                              f"{self.in_features}) input, got {tuple(x.shape)}")
         r = torch.sigmoid(self.routing(x))
-        kernels = torch.einsum("bn,nf->bf", r, self.weight.flatten(1)).view(-1, self.out_features, self.in_features)
+        kernels = mix_kernels(r, self.weight)
         y = torch.bmm(kernels, x[:, :, None]).squeeze(-1)
         return y if self.bias is None else y + self.bias
 

@@ -17,6 +17,7 @@ from .dynamic_base import (
     check_temperature,
     hidden_channels,
     init_kernels_,
+    mix_kernels,
     zero_sum_perturbation,
 )
 
@@ -68,7 +69,7 @@ class DyConv2d(DynamicConv2dBase):
 
     def dynamic_kernels(self, x: Tensor, pooled: Tensor) -> Tensor:
         a = self.kernel_attention(pooled)
-        return torch.einsum("bn,nf->bf", a, self.weight.flatten(1)).view(-1, *self.weight_shape)
+        return mix_kernels(a, self.weight)
 
     def candidate_kernels(self) -> Tensor:
         """The K parallel kernels ``(K, O, I/groups, kh, kw)``."""

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["DynamicConv2dBase", "SqueezeMLP", "conv_args", "init_kernels_", "per_sample_conv2d",
+__all__ = ["DynamicConv2dBase", "SqueezeMLP", "conv_args", "init_kernels_", "mix_kernels", "per_sample_conv2d",
            "zero_sum_perturbation"]
 
 
@@ -63,6 +63,11 @@ def zero_sum_perturbation(n: int, shape: Sequence[int], std: float, *, generator
     eps = torch.randn(n, *shape, generator=generator, device=device, dtype=torch.float64) * std
     eps = eps - eps.mean(dim=0, keepdim=True)
     return eps.to(dtype or torch.get_default_dtype())
+
+
+def mix_kernels(weights: Tensor, bank: Tensor) -> Tensor:
+    """``sum_n weights[b, n] * bank[n]`` for every sample, ``(B, *bank.shape[1:])``: one GEMM over the bank."""
+    return (weights @ bank.flatten(1)).view(-1, *bank.shape[1:])
 
 
 def per_sample_conv2d(x: Tensor, kernels: Tensor, bias: Tensor | None, stride, padding, dilation,

@@ -20,6 +20,7 @@ from .dynamic_base import (
     check_temperature,
     hidden_channels,
     init_kernels_,
+    mix_kernels,
     per_sample_conv2d,
     zero_sum_perturbation,
 )
@@ -92,7 +93,7 @@ class ODConv2d(DynamicConv2dBase):
         if kernel is None:
             w = self.weight                                         # (1, O, I, kh, kw), shared over the batch
         else:
-            w = torch.einsum("bn,nf->bf", kernel, self.weight.flatten(1)).view(-1, *self.weight_shape)
+            w = mix_kernels(kernel, self.weight)
         if spatial is not None:
             w = w * spatial[:, None, None]
         return w
