@@ -183,7 +183,7 @@ class FDConv2d(FDKernelBase):
             kernel = kernel * in_factor[:, None]
         if fold_output:
             kernel = kernel * dk.filter[:, :, None, None, None]
-        bias = None if self.bias is None else self.bias.to(kernel.dtype if _amp_enabled(x) else x.dtype)
+        bias = None if self.bias is None else self.bias.to(x.dtype)   # autocast casts it with the GEMM/conv
         fused_bias = bias if fold_output else None
         channel = dk.channel[:, :, None, None]
 

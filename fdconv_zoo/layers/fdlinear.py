@@ -80,7 +80,7 @@ class FDLinear(FDKernelBase):
         if fold_filter:
             kernel = kernel * filt[:, :, None]
         kernel_t = kernel.expand(tokens.shape[0], -1, -1).transpose(1, 2)
-        bias = None if self.bias is None else self.bias.to(kernel.dtype if amp else tokens.dtype)
+        bias = None if self.bias is None else self.bias.to(tokens.dtype)   # autocast casts it with the GEMM
         if fold_filter and bias is not None:
             return torch.baddbmm(bias, tokens, kernel_t)
         y = torch.bmm(tokens, kernel_t)
