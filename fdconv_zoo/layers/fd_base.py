@@ -16,9 +16,9 @@ from .ksm import KSMGlobal, KSMLocal
 
 __all__ = ["FDKernelBase", "DynamicKernel", "KernelFactors"]
 
-#: Per-sample spectrum size (bytes) from which kernels are built and applied one sample at a time.
-#: A 2-D inverse FFT over a batch makes torch copy (transpose) the whole batch between its two 1-D
-#: passes; for one sample it runs strided in place, and the kernel is used while still in cache.
+#: Per-sample spectrum size (bytes, complex64) from which kernels are built and applied one sample at a
+#: time. A whole batch's kernel temporaries (tens of MiB) sit above glibc's mmap threshold and are
+#: page-faulted in again on every forward; one sample's are recycled, and used while still in cache.
 #: Below this size the batch is cheaper in one go (Python overhead per sample dominates).
 PER_SAMPLE_SPECTRUM_BYTES = 2 << 20
 
@@ -171,7 +171,7 @@ class FDKernelBase(nn.Module):
         step = self._samples_per_chunk(batch)
         recompute = self._recomputing()
         outputs = []
-        for start in range(0, batch, step):
+        for start in range(0, max(batch, 1), step):                 # an empty batch still runs once
             chunk = (inputs[start:start + step],
                      KernelFactors(*(t if t is None else t[start:start + step] for t in factors)))
             if recompute:
