@@ -28,7 +28,8 @@ from torch import nn
 
 __all__ = [
     "RESNET50_LAYER_SHAPES", "DEFAULT_MODELS", "Measurement", "measure_network", "network_table", "layer_table",
-    "stage_profile", "format_network_table", "format_layer_table", "format_stage_profile",
+    "stage_profile", "format_network_table", "format_layer_table", "format_stage_profile", "fft_floor",
+    "format_fft_floor",
 ]
 
 DEFAULT_MODELS = ["resnet50", "convnext_tiny", "swin_tiny_patch4_window7_224"]
@@ -52,7 +53,7 @@ class Measurement:
     peak_mib: float | None = None
 
 
-def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+def _times_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> list[float]:
     for _ in range(warmup):
         fn()
     times = []
@@ -60,8 +61,11 @@ def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float
         start = time.perf_counter()
         fn()
         times.append((time.perf_counter() - start) * 1e3)
-    times.sort()
-    return times[len(times) // 2]
+    return times
+
+
+def _median_ms(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    return sorted(_times_ms(fn, repeats, warmup))[repeats // 2]
 
 
 def _maxrss_mib() -> float:
@@ -268,6 +272,56 @@ def format_stage_profile(profile: dict[str, float]) -> str:
     lines = ["| stage | ms per forward | share |", "|---|---|---|"]
     for key, value in profile.items():
         lines.append(f"| {key} | {value:.0f} | {100 * value / total:.0f}% |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The FFT floor
+
+
+def fft_floor(model_name: str = "resnet50_fdconv", repeats: int = 5) -> list[dict]:
+    """Per sample, the time of nothing but the two 1-D inverse FFTs of every FD layer's kernel.
+
+    One inverse FFT of kernel size per sample and layer is what FDW cannot avoid (the attention
+    scales frequency groups before the transform; see docs/benchmarks.md, "The floor"), so the sum
+    is a lower bound on what a ``*_fdconv`` forward adds per sample, however the rest is fused. Each
+    shape is timed in the layer's own fastest form (contiguous rows FFT, contiguous ``irfft``); minimum
+    of ``repeats``. Returns one row per distinct ``(rows, cols)`` with its layer count.
+    """
+    import timm
+
+    import fdconv_zoo  # noqa: F401
+
+    from .layers.fd_base import FDKernelBase
+    from .layers.fdw import _rows_transform
+
+    model = timm.create_model(model_name)
+    shapes: dict[tuple[int, int], int] = {}
+    for m in model.modules():
+        if isinstance(m, FDKernelBase):
+            key = (m.dft_weight.shape[1], m.in_channels * m._k)
+            shapes[key] = shapes.get(key, 0) + 1
+    rows_out = []
+    with torch.inference_mode():
+        for (rows, cols), count in sorted(shapes.items(), key=lambda kv: -kv[0][0] * kv[0][1]):
+            spectrum = torch.randn(1, rows, cols // 2 + 1, dtype=torch.complex64)
+
+            def inverse(s=spectrum, n=cols) -> object:
+                return torch.fft.irfft(_rows_transform(s, inverse=True), n=n, dim=-1)
+
+            best = min(_times_ms(inverse, repeats))
+            rows_out.append({"rows": rows, "cols": cols, "layers": count, "ms": best, "total_ms": best * count})
+    return rows_out
+
+
+def format_fft_floor(rows: list[dict], plain_ms: float | None = None) -> str:
+    lines = ["| kernel (O*k x I*k) | layers | inverse FFTs, ms per sample | x layers |", "|---|---|---|---|"]
+    lines += [f"| {r['rows']} x {r['cols']} | {r['layers']} | {r['ms']:.2f} | {r['total_ms']:.1f} |" for r in rows]
+    total = sum(r["total_ms"] for r in rows)
+    lines.append(f"| **all FD layers** | {sum(r['layers'] for r in rows)} | | **{total:.1f}** |")
+    if plain_ms:
+        lines.append(f"\nPlain network at batch 1: {plain_ms:.0f} ms, so FFTs alone put FD inference at >= "
+                     f"{(plain_ms + total) / plain_ms:.2f}x plain at any batch size.")
     return "\n".join(lines)
 
 

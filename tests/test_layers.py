@@ -128,6 +128,29 @@ def test_gradcheck_float64():
     assert torch.autograd.gradcheck(fn, (x, *params.values()), eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
+# late-layer shapes (more outputs than positions): im2col + batched GEMM, input taps scaled or the
+# filter and bias folded into the kernel (k=1 with padding), 1x1 and strided 1x1, channels_last
+@pytest.mark.parametrize("cin,cout,k,stride,pad,size,channels_last", [
+    (4, 24, 3, 1, 1, (3, 3), False), (5, 30, 3, 2, 1, (5, 4), True), (2, 24, 1, 1, 1, (1, 2), False),
+    (8, 40, 1, 1, 0, (2, 2), True), (8, 40, 1, 2, 0, (3, 3), False)])
+def test_gradcheck_float64_unfold_path(cin, cout, k, stride, pad, size, channels_last):
+    fd = perturb_(FDConv2d(cin, cout, k, stride=stride, padding=pad, kernel_num=4, dtype=torch.float64)).eval()
+    fd.bias.data.normal_()
+    x = torch.randn(2, cin, *size, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    names = ["dft_weight", "bias", "KSM_Global.channel_fc.bias", "KSM_Global.filter_fc.bias"]
+    names += ["KSM_Global.spatial_fc.bias"] if k > 1 else []
+    params = {n: p.detach().clone().requires_grad_(True) for n, p in fd.named_parameters() if n in names}
+    assert len(params) == len(names)
+
+    def fn(x, *tensors):
+        return torch.func.functional_call(fd, dict(zip(params, tensors, strict=True)), (x,))
+
+    assert torch.autograd.gradcheck(fn, (x, *params.values()), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
 def test_gradcheck_float64_fdlinear_train_mode():
     fd = perturb_(FDLinear(6, 5, kernel_num=3, dtype=torch.float64)).train()
     x = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)

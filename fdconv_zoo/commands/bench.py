@@ -64,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
         log("\n## same, batch 1")
         log(benchmark.format_stage_profile(benchmark.stage_profile("resnet50_fdconv", 1, args.image_size,
                                                                    args.repeats)))
+        log("\n## The floor: only the inverse FFTs of resnet50_fdconv's per-sample kernels, one sample")
+        plain = benchmark.measure_network("resnet50", "infer", 1, args.image_size, max(args.repeats, 5), args.threads)
+        log(benchmark.format_fft_floor(benchmark.fft_floor("resnet50_fdconv", max(args.repeats, 5)), plain.ms))
     if not args.skip_layers:
         log(f"\n## ResNet-50 layer shapes, batch {args.batch_size} (saved = bytes autograd keeps for backward)")
         rows = benchmark.layer_table(args.batch_size, not args.skip_reference, args.repeats)

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from .fbm import DEFAULT_CUTOFFS, FrequencyBandModulation
 from .fd_base import DynamicKernel, FDKernelBase, KernelFactors, skip_weight_init
+from .unfolded_conv import kernel_times_columns, unfolded_conv
 
 __all__ = ["FDConv2d"]
 
@@ -185,40 +186,27 @@ class FDConv2d(FDKernelBase):
             kernel = kernel * dk.filter[:, :, None, None, None]
         bias = None if self.bias is None else self.bias.to(x.dtype)   # autocast casts it with the GEMM/conv
         fused_bias = bias if fold_output else None
-        channel = dk.channel[:, :, None, None]
 
-        if k == 1 and top == left == 0:
-            cols = x[:, :, ::self.stride[0], ::self.stride[1]]
-            cols = (cols if fold_input else cols * channel).flatten(2)           # (B, I, L)
-            kernel = kernel.view(-1, cout, cin)
+        if k == 1 and top == left == 0 and fold_input:  # the input map itself is the GEMM operand
+            cols = x[:, :, ::self.stride[0], ::self.stride[1]].flatten(2)           # (B, I, L)
+            y = kernel_times_columns(kernel.view(-1, cout, cin).expand(batch, -1, -1), cols, fused_bias, channels_last)
+            y = y.view(batch, cout, out_h, out_w)
         elif cout > out_h * out_w:  # late layers: the kernel is the big tensor, move the input instead
-            cols = F.unfold(x, k, self.dilation, (top, left), self.stride).view(batch, cin, k, k, -1)
+            in_scale = None
             if not fold_input:
-                scale = channel if dk.spatial is None else channel * dk.spatial[:, None]
-                cols = cols * scale[..., None]
-            cols = cols.permute(0, 2, 1, 3, 4).reshape(batch, k * cin * k, -1)
-            kernel = kernel.reshape(-1, cout, k * cin * k)                # rows (o), columns (p, i, q)
+                in_scale = dk.channel[:, :, None, None].expand(-1, -1, k, k)
+                if dk.spatial is not None:
+                    in_scale = in_scale * dk.spatial[:, None]
+            y = unfolded_conv(x, kernel.reshape(-1, cout, k * cin * k), in_scale, fused_bias, k, self.stride,
+                              (top, left), self.dilation, (out_h, out_w), channels_last)
         else:  # early layers: small kernels, large maps -> one grouped convolution
             kernel = kernel.permute(0, 1, 3, 2, 4)
             if not fold_input and dk.spatial is not None:
                 kernel = kernel * dk.spatial[:, None, None]
             kernel = kernel.expand(batch, -1, -1, -1, -1).reshape(batch * cout, cin, k, k)
-            xs = (x if fold_input else x * channel).reshape(1, batch * cin, height, width)
+            xs = (x if fold_input else x * dk.channel[:, :, None, None]).reshape(1, batch * cin, height, width)
             y = F.conv2d(xs, kernel, None if fused_bias is None else fused_bias.repeat(batch), self.stride,
                          (top, left), self.dilation, groups=batch).view(batch, cout, out_h, out_w)
-            return self._finish(y, dk, bias, fold_output)
-
-        kernel = kernel.expand(batch, -1, -1)
-        if channels_last:  # (B, L, O) is NHWC: keep the caller's memory format for free
-            if fused_bias is None:
-                y = torch.bmm(cols.transpose(1, 2), kernel.transpose(1, 2))
-            else:
-                y = torch.baddbmm(fused_bias, cols.transpose(1, 2), kernel.transpose(1, 2))
-            y = y.view(batch, out_h, out_w, cout).permute(0, 3, 1, 2)
-        elif fused_bias is None:
-            y = torch.bmm(kernel, cols).view(batch, cout, out_h, out_w)
-        else:
-            y = torch.baddbmm(fused_bias[:, None], kernel, cols).view(batch, cout, out_h, out_w)
         return self._finish(y, dk, bias, fold_output)
 
     @staticmethod
