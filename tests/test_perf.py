@@ -63,9 +63,12 @@ def test_fdlinear_forward_has_no_graph_breaks():
 @pytest.mark.slow
 @pytest.mark.parametrize("size", [8, 3], ids=["conv", "unfold"])
 def test_compiled_matches_eager_forward_and_backward(size):
+    torch.manual_seed(0)
     fd = perturb_(FDConv2d(24, 32, 3, padding=1, kernel_num=8)).train()
     compiled = torch.compile(copy.deepcopy(fd))
-    x = torch.randn(2, 24, size, size)
+    # batch 4: with 2 samples, KSM's training-mode BatchNorm makes the gradient of the layer before it
+    # (KSM_Global.fc) a near-cancellation, and eager and compiled round-off differ by up to 3e-4 there
+    x = torch.randn(4, 24, size, size)
     xe, xc = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
     ye, yc = fd(xe), compiled(xc)
     assert max_relative_error(yc, ye) <= 1e-5
