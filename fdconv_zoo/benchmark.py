@@ -285,15 +285,15 @@ def fft_floor(model_name: str = "resnet50_fdconv", repeats: int = 5) -> list[dic
     One inverse FFT of kernel size per sample and layer is what FDW cannot avoid (the attention
     scales frequency groups before the transform; see docs/benchmarks.md, "The floor"), so the sum
     is a lower bound on what a ``*_fdconv`` forward adds per sample, however the rest is fused. Each
-    shape is timed in the layer's own fastest form (contiguous rows FFT, contiguous ``irfft``); minimum
-    of ``repeats``. Returns one row per distinct ``(rows, cols)`` with its layer count.
+    shape is timed with the layers' own transform (``fdw.kernel_from_spectrum``); minimum of ``repeats``.
+    Returns one row per distinct ``(rows, cols)`` with its layer count.
     """
     import timm
 
     import fdconv_zoo  # noqa: F401
 
     from .layers.fd_base import FDKernelBase
-    from .layers.fdw import _rows_transform
+    from .layers.fdw import kernel_from_spectrum
 
     model = timm.create_model(model_name)
     shapes: dict[tuple[int, int], int] = {}
@@ -307,7 +307,7 @@ def fft_floor(model_name: str = "resnet50_fdconv", repeats: int = 5) -> list[dic
             spectrum = torch.randn(1, rows, cols // 2 + 1, dtype=torch.complex64)
 
             def inverse(s=spectrum, n=cols) -> object:
-                return torch.fft.irfft(_rows_transform(s, inverse=True), n=n, dim=-1)
+                return kernel_from_spectrum(s, n)
 
             best = min(_times_ms(inverse, repeats))
             rows_out.append({"rows": rows, "cols": cols, "layers": count, "ms": best, "total_ms": best * count})

@@ -21,6 +21,7 @@ __all__ = [
     "weight_to_dft",
     "dft_to_weight",
     "synthesize_kernels",
+    "kernel_from_spectrum",
     "modulated_kernels",
 ]
 
@@ -179,6 +180,12 @@ def _rows_transform(spectrum: Tensor, inverse: bool) -> Tensor:
     return spectrum_t.transpose(-1, -2).contiguous()
 
 
+def kernel_from_spectrum(spectrum: Tensor, cols: int) -> Tensor:
+    """``irfft2`` of a ``(B, rows, cols//2+1)`` complex spectrum, ``(B, rows, cols)``: the per-sample inverse
+    FFT every FDW kernel costs, each 1-D pass on contiguous data (``benchmark.fft_floor`` times this)."""
+    return torch.fft.irfft(_rows_transform(spectrum, inverse=True), n=cols, dim=-1)
+
+
 def _fdw_kernels(dft: Tensor, gains: Tensor | None, group_ids: Tensor, cols: int, scale: float) -> Tensor:
     """``irfft2(scale * G * P)`` from ``dft`` ``(rows, half, 2)``: ``(B, rows, cols)`` in M layout."""
     spectrum = torch.view_as_complex(dft)
@@ -186,7 +193,7 @@ def _fdw_kernels(dft: Tensor, gains: Tensor | None, group_ids: Tensor, cols: int
         spectrum = (spectrum * scale).unsqueeze(0)
     else:
         spectrum = spectrum * _gain_map(gains, group_ids, scale)
-    return torch.fft.irfft(_rows_transform(spectrum, inverse=True), n=cols, dim=-1)
+    return kernel_from_spectrum(spectrum, cols)
 
 
 def _block_weight(local_weight: Tensor, out_channels: int, k: int) -> Tensor:
