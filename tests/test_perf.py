@@ -28,6 +28,34 @@ def _saved_bytes(fn) -> int:
     return sum(storages.values())
 
 
+def _largest_copy(fn) -> int:
+    """Elements of the largest ``aten::copy_`` destination while ``fn`` runs."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        fn()
+    sizes = [e.input_shapes[0] for e in prof.events() if e.name == "aten::copy_" and e.input_shapes]
+    return max((torch.Size(s).numel() for s in sizes if s), default=0)
+
+
+@pytest.mark.parametrize("make,shape", [(lambda: FDConv2d(32, 64, 1), (1, 32, 4, 4)),
+                                        (lambda: FDConv2d(32, 64, 3, padding=1), (2, 32, 4, 4)),
+                                        (lambda: FDLinear(32, 64), (1, 4, 32))])
+@pytest.mark.parametrize("train", [False, True])
+def test_kernel_build_copies_nothing_kernel_sized(make, shape, train):
+    """Copies of spectrum-sized tensors are the FFT's transposes; a copy as large as the per-sample kernels
+    is waste (torch.matmul made one of the KSM local logits whenever its weight required grad)."""
+    layer = perturb_(make()).train(train)
+    x = torch.randn(shape, requires_grad=train)
+    kernel_entries = shape[0] * layer.out_channels * layer.in_channels * layer._k ** 2
+    if train:
+        largest = _largest_copy(lambda: layer(x).square().sum().backward())
+    else:
+        with torch.inference_mode():
+            largest = _largest_copy(lambda: layer(x))
+    assert largest < kernel_entries
+
+
 @pytest.mark.parametrize("k,size", [(3, 4), (1, 4)])
 def test_backward_keeps_at_most_one_per_sample_kernel(k, size):
     cin, cout = 96, 128

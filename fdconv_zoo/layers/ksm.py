@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from timm.models.metaformer import StarReLU
 from torch import Tensor, nn
 
+from .fdw import matrix_times_batch
+
 __all__ = ["KSMGlobal", "KSMLocal", "ksm_hidden_channels", "local_kernel_size"]
 
 
@@ -124,5 +126,5 @@ class KSMLocal(nn.Module):
         """``pooled`` (B, I) -> logits ``(B, O, k, k, I)`` (the conv1d output, channel = o*k*k + p*k + q)."""
         k, ks, cin = self.kernel_size, self.local_size, self.in_channels
         windows = self.windows(pooled)
-        logits = torch.matmul(self.conv.weight.to(windows.dtype).view(-1, ks), windows)
+        logits = matrix_times_batch(self.conv.weight.to(windows.dtype).view(-1, ks), windows)
         return logits.view(-1, self.out_channels, k, k, cin)
