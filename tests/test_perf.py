@@ -28,13 +28,13 @@ def _saved_bytes(fn) -> int:
     return sum(storages.values())
 
 
-def _largest_copy(fn) -> int:
-    """Elements of the largest ``aten::copy_`` destination while ``fn`` runs."""
+def _largest_operand(fn, *ops: str) -> int:
+    """Elements of the largest first operand of any of ``ops`` (e.g. a copy's destination) while ``fn`` runs."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
         fn()
-    sizes = [e.input_shapes[0] for e in prof.events() if e.name == "aten::copy_" and e.input_shapes]
+    sizes = [e.input_shapes[0] for e in prof.events() if e.name in ops and e.input_shapes]
     return max((torch.Size(s).numel() for s in sizes if s), default=0)
 
 
@@ -49,11 +49,30 @@ def test_kernel_build_copies_nothing_kernel_sized(make, shape, train):
     x = torch.randn(shape, requires_grad=train)
     kernel_entries = shape[0] * layer.out_channels * layer.in_channels * layer._k ** 2
     if train:
-        largest = _largest_copy(lambda: layer(x).square().sum().backward())
+        largest = _largest_operand(lambda: layer(x).square().sum().backward(), "aten::copy_")
     else:
         with torch.inference_mode():
-            largest = _largest_copy(lambda: layer(x))
+            largest = _largest_operand(lambda: layer(x), "aten::copy_")
     assert largest < kernel_entries
+
+
+@pytest.mark.parametrize("make,shape", [(lambda: FDConv2d(16, 24, 3, padding=1), (4, 16, 8, 8)),
+                                        (lambda: FDConv2d(16, 24, 1), (4, 16, 8, 8)),
+                                        (lambda: FDLinear(16, 24), (4, 64, 16))])
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_input_gradient_needs_no_input_sized_fill_or_division(make, shape, per_sample, monkeypatch):
+    """KSM's pooled mean and the batch chunks join the input gradient without input-sized temporaries:
+    autograd's mean backward divides an expanded gradient into a new tensor, and slicing a chunk out
+    of the batch zero-fills a whole input-sized gradient per chunk in backward."""
+    if per_sample:
+        import fdconv_zoo.layers.fd_base as fd_base
+
+        monkeypatch.setattr(fd_base, "PER_SAMPLE_SPECTRUM_BYTES", 0)
+    layer = perturb_(make()).train()
+    x = torch.randn(shape, requires_grad=True)
+    y = layer(x).square().sum()
+    largest = _largest_operand(lambda: y.backward(), "aten::fill_", "aten::zero_", "aten::div")
+    assert largest < x.numel()
 
 
 @pytest.mark.parametrize("k,size", [(3, 4), (1, 4)])

@@ -37,6 +37,19 @@ def skip_weight_init() -> Iterator[None]:
         _SKIP_WEIGHT_INIT.reset(token)
 
 
+def pooled_mean(x: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """``x.mean(dims)`` in at least float32, for KSM, written as a sum divided afterwards.
+
+    Same values (torch's CPU mean is this sum and division), cheaper backward: autograd's mean
+    backward materialises an input-sized ``grad / n``, while the sum's is an expanded view that is
+    added straight into the layer's input gradient (one pass over an input-sized tensor, not two).
+    """
+    count = 1
+    for d in dims:   # a loop, not math.prod over a generator: dynamo traces this without a break
+        count *= x.shape[d]
+    return x.sum(dim=dims, dtype=torch.promote_types(x.dtype, torch.float32)) / count
+
+
 class DynamicKernel(NamedTuple):
     """Per-sample kernel in M layout plus the rank-1 factors that are applied to activations.
 
@@ -170,10 +183,14 @@ class FDKernelBase(nn.Module):
         batch = inputs.shape[0]
         step = self._samples_per_chunk(batch)
         recompute = self._recomputing()
+        if step >= batch:   # one chunk (an empty batch too): no slicing, whose backward zero-fills a copy
+            chunks = [(inputs, factors)]
+        else:               # split's backward is one concatenation, not a zero-filled input per chunk
+            parts = [t if t is None else t.split(step) for t in factors]
+            chunks = [(x, KernelFactors(*(None if p is None else p[i] for p in parts)))
+                      for i, x in enumerate(inputs.split(step))]
         outputs = []
-        for start in range(0, max(batch, 1), step):                 # an empty batch still runs once
-            chunk = (inputs[start:start + step],
-                     KernelFactors(*(t if t is None else t[start:start + step] for t in factors)))
+        for chunk in chunks:
             if recompute:
                 outputs.append(checkpoint(apply, *chunk, *args, use_reentrant=False))
             else:

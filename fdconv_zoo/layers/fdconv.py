@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .fbm import DEFAULT_CUTOFFS, FrequencyBandModulation
-from .fd_base import DynamicKernel, FDKernelBase, KernelFactors, skip_weight_init
+from .fd_base import DynamicKernel, FDKernelBase, KernelFactors, pooled_mean, skip_weight_init
 from .unfolded_conv import kernel_times_columns, unfolded_conv
 
 __all__ = ["FDConv2d"]
@@ -143,7 +143,7 @@ class FDConv2d(FDKernelBase):
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-        factors = self.kernel_factors(x.mean(dim=(2, 3), dtype=torch.promote_types(x.dtype, torch.float32)))
+        factors = self.kernel_factors(pooled_mean(x, (2, 3)))
         if self.FBM is not None:
             x = self.FBM(x)
         y = self._apply_in_chunks(self._apply_kernel, x, factors, channels_last)

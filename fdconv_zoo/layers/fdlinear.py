@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .fd_base import FDKernelBase, KernelFactors, skip_weight_init
+from .fd_base import FDKernelBase, KernelFactors, pooled_mean, skip_weight_init
 
 __all__ = ["FDLinear"]
 
@@ -60,7 +60,7 @@ class FDLinear(FDKernelBase):
             )
         batch = x.shape[0]
         tokens = x.reshape(batch, -1, self.in_features)                      # (B, T, I)
-        factors = self.kernel_factors(tokens.mean(dim=1, dtype=torch.promote_types(x.dtype, torch.float32)))
+        factors = self.kernel_factors(pooled_mean(tokens, (1,)))
         y = self._apply_in_chunks(self._apply_kernel, tokens, factors)
         return y.view(*x.shape[:-1], self.out_features)
 
