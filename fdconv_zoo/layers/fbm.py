@@ -146,8 +146,9 @@ class FrequencyBandModulation(nn.Module):
         gains = 2.0 * torch.sigmoid(F.conv2d(x, weight.to(x.dtype), bias.to(x.dtype), padding=1)).to(lows[0].dtype)
         num_bands = len(self.cutoffs)
         # sum_j A_j (L_{j-1} - L_j) + A_low L_J, regrouped as one coefficient per low-pass copy.
+        # (fused multiply-adds into one fresh buffer: one pass per band over the map instead of three)
         out = gains[:, :1] * x.to(lows[0].dtype)
         for j in range(num_bands):
             next_gain = gains[:, j + 1:j + 2] if j + 1 < gains.shape[1] else 1.0
-            out = out + (next_gain - gains[:, j:j + 1]) * lows[j]
+            out.addcmul_(next_gain - gains[:, j:j + 1], lows[j])
         return out.to(x.dtype)
