@@ -151,6 +151,19 @@ def test_gradcheck_float64_unfold_path(cin, cout, k, stride, pad, size, channels
     assert torch.autograd.gradcheck(fn, (x, *params.values()), eps=1e-6, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_gradcheck_float64_local_gate_only(k):
+    """Frozen spectrum and gains, input without grad: backward runs for the KSM local weight alone."""
+    fd = perturb_(FDConv2d(5, 6, k, padding=k // 2, kernel_num=4, dtype=torch.float64)).eval().requires_grad_(False)
+    x = torch.randn(2, 5, 4, 4, dtype=torch.float64)
+    local = fd.KSM_Local.conv.weight.detach().clone().requires_grad_(True)
+
+    def fn(local):
+        return torch.func.functional_call(fd, {"KSM_Local.conv.weight": local}, (x,))
+
+    assert torch.autograd.gradcheck(fn, (local,), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
 def test_gradcheck_float64_fdlinear_train_mode():
     fd = perturb_(FDLinear(6, 5, kernel_num=3, dtype=torch.float64)).train()
     x = torch.randn(3, 4, 6, dtype=torch.float64, requires_grad=True)

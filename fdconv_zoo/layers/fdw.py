@@ -263,15 +263,11 @@ class _ModulatedKernels(torch.autograd.Function):
         grad = grad.reshape(-1, rows, cols)
         grads = [None] * 8
         need_spectrum = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        d_fdw = grad * gate if need_spectrum else None
+        d_fdw = grad * gate                                              # the FDW kernel's gradient
         if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
-            # d logits = grad * fdw * gate * (1 - gate) = K * (grad - grad * gate), in the gate's own buffer
-            # (in place: backward allocates as few kernel-sized temporaries as it can; with d_fdw = grad * gate
-            # at hand that is two passes over the kernel instead of four)
-            if d_fdw is None:
-                d_logits = gate.neg_().add_(1.0).mul_(kernel).mul_(grad)
-            else:
-                d_logits = torch.sub(grad, d_fdw, out=gate).mul_(kernel)
+            # d logits = grad * fdw * gate * (1 - gate) = K * (grad - d_fdw), in the gate's own buffer
+            # (backward allocates as few kernel-sized temporaries as it can)
+            d_logits = torch.sub(grad, d_fdw, out=gate).mul_(kernel)
             ks = local_weight.shape[1]
             if ctx.needs_input_grad[2]:  # the (s, q) diagonal blocks of d_logits @ block_windows^T
                 d_block = torch.matmul(d_logits, _block_windows(windows, k).transpose(1, 2)).sum(0)
@@ -281,7 +277,7 @@ class _ModulatedKernels(torch.autograd.Function):
                 grads[3] = d_block.view(-1, ks, k, cin, k).diagonal(dim1=2, dim2=4).sum(-1)
             del d_logits
         del gate
-        if d_fdw is not None:
+        if need_spectrum:
             if gains is None:
                 d_fdw = d_fdw.sum(0, keepdim=True)
             # adjoint of irfft(n=cols): rfft / cols, interior bins doubled; adjoint of ifft: fft / rows
