@@ -18,3 +18,29 @@ def test_demo_converts_loads_a_tag_and_reloads_an_export(capsys: pytest.CaptureF
     assert "+569,200" in out                      # resnet18's FDConv parameter count (spec)
     assert "reload bit-exact" in out
     assert "(512, 2, 2)" in out                   # features_only: stride-32 map of a 64px input
+
+
+def test_bench_floor_reuses_the_network_tables_plain_b1(monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The floor line compares against plain resnet50 at batch 1: taken from the network table when it ran,
+    measured only when resnet50 is not in it."""
+    from fdconv_zoo import benchmark
+
+    calls = []
+
+    def fake_measure(arch, mode, batch, *args):
+        calls.append((arch, mode, batch))
+        return benchmark.Measurement(100.0 if arch == "resnet50" else 400.0, 1.0)
+
+    monkeypatch.setattr(benchmark, "measure_network", fake_measure)
+    monkeypatch.setattr(benchmark, "stage_profile", lambda *args: {"total": 1.0})
+    monkeypatch.setattr(benchmark, "format_stage_profile", lambda profile: "")
+    monkeypatch.setattr(benchmark, "fft_floor", lambda *args: [
+        {"rows": 8, "cols": 8, "layers": 2, "ms": 25.0, "total_ms": 50.0}])
+    assert main(["bench", "--models", "resnet50", "--repeats", "1", "--skip-layers"]) == 0
+    assert calls.count(("resnet50", "infer", 1)) == 1              # the table's cell, not a second run
+    assert "Plain network at batch 1: 100 ms" in capsys.readouterr().out
+
+    calls.clear()
+    assert main(["bench", "--models", "--repeats", "1", "--skip-layers"]) == 0
+    assert calls == [("resnet50", "infer", 1)]
+    assert ">= 1.50x plain" in capsys.readouterr().out
