@@ -270,3 +270,30 @@ def test_fft_floor_covers_every_fd_layer_once():
     assert {(r["rows"], r["cols"]) for r in rows} == {(m.out_channels * m._k, m.in_channels * m._k) for m in fd_layers}
     assert all(r["ms"] > 0 for r in rows)
     assert "all FD layers" in format_fft_floor(rows, plain_ms=10.0)
+
+
+@pytest.mark.parametrize("make,shape,channels_last", [(lambda: FDLinear(32, 48), (2, 5, 32), False),
+                                                      (lambda: FDConv2d(32, 48, 1), (2, 32, 8, 8), True)])
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_kernel_gradient_reaches_the_builder_contiguous(make, shape, channels_last, per_sample, monkeypatch):
+    """The kernel builder's backward runs along the kernel's last axis (gate products, per-sample rfft);
+    a transposed kernel gradient, as autograd's ``bmm(tokens, K^T)`` gives FDLinear, made each several times slower."""
+    import fdconv_zoo.layers.fd_base as fd_base
+    import fdconv_zoo.layers.fdw as fdw
+
+    if per_sample:
+        monkeypatch.setattr(fd_base, "PER_SAMPLE_SPECTRUM_BYTES", 0)
+    layouts = []
+    backward = fdw._ModulatedKernels.backward
+
+    def recording_backward(ctx, grad):
+        layouts.append(grad.is_contiguous())
+        return backward(ctx, grad)
+
+    monkeypatch.setattr(fdw._ModulatedKernels, "backward", staticmethod(recording_backward))
+    layer = perturb_(make()).train()
+    x = torch.randn(shape, requires_grad=True)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    layer(x).square().sum().backward()
+    assert layouts and all(layouts)

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from .fd_base import FDKernelBase, KernelFactors, pooled_mean, skip_weight_init
+from .per_sample_gemm import tokens_times_kernel
 
 __all__ = ["FDLinear"]
 
@@ -79,11 +80,8 @@ class FDLinear(FDKernelBase):
         fold_filter = self.in_features < count
         if fold_filter:
             kernel = kernel * filt[:, :, None]
-        kernel_t = kernel.expand(tokens.shape[0], -1, -1).transpose(1, 2)
         bias = None if self.bias is None else self.bias.to(tokens.dtype)   # autocast casts it with the GEMM
-        if fold_filter and bias is not None:
-            return torch.baddbmm(bias, tokens, kernel_t)
-        y = torch.bmm(tokens, kernel_t)
-        if not fold_filter:
-            y = y * filt[:, None]
+        if fold_filter:
+            return tokens_times_kernel(tokens, kernel, bias)
+        y = tokens_times_kernel(tokens, kernel) * filt[:, None]
         return y if bias is None else y + bias.to(y.dtype)

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from .per_sample_gemm import tokens_times_kernel
+
 __all__ = ["kernel_times_columns", "unfolded_conv"]
 
 Pair = tuple[int, int]
@@ -34,9 +36,7 @@ def kernel_times_columns(kernel: Tensor, cols: Tensor, bias: Tensor | None, chan
     """``kernel @ cols (+ bias)`` as ``(B, O, L)``; for channels_last computed as ``(B, L, O)`` (NHWC) and
     returned transposed, so the caller's memory format comes for free."""
     if channels_last:
-        if bias is None:
-            return torch.bmm(cols.transpose(1, 2), kernel.transpose(1, 2)).transpose(1, 2)
-        return torch.baddbmm(bias, cols.transpose(1, 2), kernel.transpose(1, 2)).transpose(1, 2)
+        return tokens_times_kernel(cols.transpose(1, 2), kernel, bias).transpose(1, 2)
     return torch.bmm(kernel, cols) if bias is None else torch.baddbmm(bias[:, None], kernel, cols)
 
 
