@@ -154,6 +154,23 @@ def test_autocast_keeps_ffts_in_float32_and_trains(size, dtype, train, monkeypat
     assert max_relative_error(out.float(), reference) <= 3e-2
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("tokens", [3, 40], ids=["kernel_folds", "tokens_scale"])
+def test_fdlinear_autocast_runs_in_the_autocast_dtype_and_trains(tokens, dtype):
+    """FDLinear's GEMM has its own backward (per_sample_gemm): under autocast it must still run in the
+    autocast dtype, and hand float32 gradients to the float32 kernel builder and parameters."""
+    layer = perturb_(FDLinear(24, 40, kernel_num=8)).train()
+    x = torch.randn(2, tokens, 24)
+    reference = layer(x)
+    with torch.autocast("cpu", dtype=dtype):
+        out = layer(x)
+    assert out.dtype == dtype
+    out.float().square().mean().backward()
+    for p in (layer.dft_weight, layer.KSM_Global.filter_fc.bias, layer.KSM_Local.conv.weight, layer.bias):
+        assert p.grad is not None and p.grad.dtype == p.dtype and torch.isfinite(p.grad).all()
+    assert max_relative_error(out.float(), reference) <= 3e-2
+
+
 @pytest.mark.parametrize("height,width", [(56, 56), (196, 20), (7, 9), (28, 13)])
 def test_separable_low_pass_equals_masked_fft(height, width):
     x = torch.randn(2, 3, height, width, dtype=torch.float64)

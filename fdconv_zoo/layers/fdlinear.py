@@ -83,5 +83,6 @@ class FDLinear(FDKernelBase):
         bias = None if self.bias is None else self.bias.to(tokens.dtype)   # autocast casts it with the GEMM
         if fold_filter:
             return tokens_times_kernel(tokens, kernel, bias)
-        y = tokens_times_kernel(tokens, kernel) * filt[:, None]
+        y = tokens_times_kernel(tokens, kernel)
+        y = y * filt[:, None].to(y.dtype)     # under autocast: keep the GEMM's dtype, as nn.Linear does
         return y if bias is None else y + bias.to(y.dtype)
