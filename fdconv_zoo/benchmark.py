@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -115,27 +116,59 @@ def measure_network(model: str, mode: str, batch: int, size: int = 224, repeats:
 
 
 def network_table(models: list[str], batch_size: int = 8, image_size: int = 224, repeats: int = 3,
-                  threads: int | None = None, log: Callable[[str], None] | None = None) -> list[dict]:
-    """Per model: ``{model, plain: {...}, fdconv: {...}}`` with train bN, infer b1, infer bN measurements."""
+                  threads: int | None = None, log: Callable[[str], None] | None = None,
+                  rounds: int = 1) -> list[dict]:
+    """Per model: ``{model, plain: {...}, fdconv: {...}, ratios: {...}}`` for train bN, infer b1 and infer bN.
+
+    With ``rounds > 1`` the whole table is measured that many times, one full pass after another, and
+    plain/FD go in alternating order (ABBA) within each cell. ``plain``/``fdconv`` hold the medians
+    over rounds; ``ratios`` holds each round's FD / plain ratio, taken from measurements made back to
+    back, so that a slow stretch of a shared machine lands in one round's numerator and denominator
+    alike rather than in one of them.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
     modes = [("train", "train", batch_size), ("infer_b1", "infer", 1), (f"infer_b{batch_size}", "infer", batch_size)]
+    runs: dict[tuple[str, str, str], list[Measurement]] = {}
+    for round_index in range(rounds):
+        if log and rounds > 1:
+            log(f"  round {round_index + 1} of {rounds}")
+        for name in models:
+            for key, mode, batch in modes:
+                pair = [("plain", name), ("fdconv", f"{name}_fdconv")]
+                for label, arch in pair if round_index % 2 == 0 else pair[::-1]:
+                    m = measure_network(arch, mode, batch, image_size, repeats, threads)
+                    runs.setdefault((name, label, key), []).append(m)
+                    if log:
+                        log(f"  {arch} {key}: {m.ms:.0f} ms, peak +{m.peak_mib:.0f} MiB")
     rows = []
     for name in models:
-        row: dict = {"model": name, "plain": {}, "fdconv": {}}
-        for key, mode, batch in modes:
-            for label, arch in (("plain", name), ("fdconv", f"{name}_fdconv")):  # interleaved: same load for both
-                row[label][key] = measure_network(arch, mode, batch, image_size, repeats, threads)
-                if log:
-                    m = row[label][key]
-                    log(f"  {arch} {key}: {m.ms:.0f} ms, peak +{m.peak_mib:.0f} MiB")
+        row: dict = {"model": name, "plain": {}, "fdconv": {}, "ratios": {}}
+        for key, _, _ in modes:
+            for label in ("plain", "fdconv"):
+                found = runs[(name, label, key)]
+                row[label][key] = Measurement(_median([m.ms for m in found]),
+                                              _median([m.peak_mib for m in found if m.peak_mib is not None]))
+            row["ratios"][key] = [f.ms / p.ms for p, f in zip(runs[(name, "plain", key)], runs[(name, "fdconv", key)],
+                                                              strict=True)]
         rows.append(row)
     return rows
 
 
+def _median(values: list[float]) -> float | None:
+    """``statistics.median`` (the mean of the two middle values for an even count), None for no values."""
+    return statistics.median(values) if values else None
+
+
 def format_network_table(rows: list[dict], batch_size: int = 8) -> str:
+    """Times, images/s and peaks (medians over rounds), one ratio row per model, and with several rounds
+    each time ratio as the median of the per-round ratios, with every round's value listed below."""
     n = batch_size
+    keys = ["train", "infer_b1", f"infer_b{n}"]
     head = (f"| model | train b{n} ms | train img/s | infer b1 ms | infer b{n} ms | infer b{n} img/s "
             f"| train b{n} peak MiB | infer b{n} peak MiB |")
     lines = [head, "|" + "---|" * 8]
+    per_round = []
     for row in rows:
         cells = {}
         for label in ("plain", "fdconv"):
@@ -146,7 +179,15 @@ def format_network_table(rows: list[dict], batch_size: int = 8) -> str:
             lines.append(f"| {name} | " + " | ".join(f"{v:.0f}" if i not in (1, 4) else f"{v:.1f}"
                                                       for i, v in enumerate(cells[label])) + " |")
         ratios = [f / p if p else float("nan") for f, p in zip(cells["fdconv"], cells["plain"], strict=True)]
+        paired = row.get("ratios", {})
+        if all(len(paired.get(key, [])) > 1 for key in keys):   # time ratios paired within each round
+            ratios[0], ratios[2], ratios[3] = (_median(paired[key]) for key in keys)
+            ratios[1], ratios[4] = 1 / ratios[0], 1 / ratios[3]
+            per_round.append(f"- {row['model']}: " + "; ".join(
+                f"{key} " + " / ".join(f"{v:.2f}x" for v in paired[key]) for key in keys))
         lines.append("| **ratio FD / plain** | " + " | ".join(f"**{v:.2f}x**" for v in ratios) + " |")
+    if per_round:
+        lines += ["", "Time ratios above: median over rounds of each round's FD / plain. Every round:"] + per_round
     return "\n".join(lines)
 
 

@@ -44,3 +44,34 @@ def test_bench_floor_reuses_the_network_tables_plain_b1(monkeypatch, capsys: pyt
     assert main(["bench", "--models", "--repeats", "1", "--skip-layers"]) == 0
     assert calls == [("resnet50", "infer", 1)]
     assert ">= 1.50x plain" in capsys.readouterr().out
+
+
+def test_bench_rounds_pair_each_ratio_within_its_round(monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """With --rounds, each time ratio is the median of per-round FD / plain ratios, not a ratio of medians
+    (which pairs a plain time from one round with an FD time from another), and plain/FD alternate order."""
+    from fdconv_zoo import benchmark
+
+    times = {"resnet50": [100.0, 400.0, 200.0], "resnet50_fdconv": [300.0, 2000.0, 400.0]}  # ratios 3, 5, 2
+    calls = []
+
+    def fake_measure(arch, mode, batch, *args):
+        round_index = calls.count((arch, mode, batch))
+        calls.append((arch, mode, batch))
+        return benchmark.Measurement(times[arch][round_index], 10.0 if arch == "resnet50" else 20.0)
+
+    monkeypatch.setattr(benchmark, "measure_network", fake_measure)
+    assert main(["bench", "--models", "resnet50", "--repeats", "1", "--rounds", "3", "--skip-layers",
+                 "--skip-profile"]) == 0
+    out = capsys.readouterr().out
+    archs = [arch for arch, _, _ in calls]
+    assert archs[:2] == ["resnet50", "resnet50_fdconv"] and archs[6:8] == ["resnet50_fdconv", "resnet50"]
+    # medians 200 and 400 ms would give 2.00x; the paired rounds give 3, 5 and 2, median 3
+    assert "| resnet50 | 200 | 40.0 | 200 | 200 | 40.0 | 10 | 10 |" in out
+    assert "| **ratio FD / plain** | **3.00x** | **0.33x** | **3.00x** | **3.00x** | **0.33x** | **2.00x** |" in out
+    assert "train 3.00x / 5.00x / 2.00x" in out
+
+
+def test_bench_rejects_a_count_below_one(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["bench", "--rounds", "0"])
+    assert "--rounds: must be >= 1, got 0" in capsys.readouterr().err

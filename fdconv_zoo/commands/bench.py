@@ -8,13 +8,23 @@ import platform
 import subprocess
 
 
+def _count(text: str) -> int:
+    """An argparse type: an int >= 1, so a bad count is a usage error, not a traceback mid-run."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="time and peak memory: plain timm vs *_fdconv networks, layers, stage profile")
     p.add_argument("--models", nargs="*", default=None,
                    help="timm models (their *_fdconv twins are compared); default resnet50 convnext_tiny swin_tiny")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=_count, default=8)
     p.add_argument("--image-size", type=int, default=224)
-    p.add_argument("--repeats", type=int, default=3, help="timed steps per measurement (median reported)")
+    p.add_argument("--repeats", type=_count, default=3, help="timed steps per measurement (median reported)")
+    p.add_argument("--rounds", type=_count, default=1,
+                   help="measure the network table this many times; ratios are medians of per-round ratios")
     p.add_argument("--threads", type=int, default=None, help="torch threads in every worker (default: torch's)")
     p.add_argument("--skip-layers", action="store_true", help="leave out the per-layer table")
     p.add_argument("--skip-reference", action="store_true", help="leave out the slow reference formulation")
@@ -54,10 +64,11 @@ def run(args: argparse.Namespace) -> int:
     models = benchmark.DEFAULT_MODELS if args.models is None else args.models
     network_rows = []
     if models:
-        log(f"\n## Whole networks, {args.image_size}x{args.image_size}, median of {args.repeats} "
+        rounds = f", {args.rounds} rounds" if args.rounds > 1 else ""
+        log(f"\n## Whole networks, {args.image_size}x{args.image_size}, median of {args.repeats}{rounds} "
             "(fresh process per cell, peak = ru_maxrss above post-build level)")
         network_rows = benchmark.network_table(models, args.batch_size, args.image_size, args.repeats,
-                                               args.threads, log)
+                                               args.threads, log, args.rounds)
         log("\n" + benchmark.format_network_table(network_rows, args.batch_size))
     if not args.skip_profile:
         log(f"\n## resnet50_fdconv inference, batch {args.batch_size}: time per FDConv stage")
