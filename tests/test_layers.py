@@ -196,3 +196,19 @@ def test_training_after_inference_mode():
         fd(x)                                   # fills the FBM mask cache
     fd(x).sum().backward()
     assert fd.dft_weight.grad is not None
+
+
+@pytest.mark.parametrize("make,plain,shape", [
+    (lambda: FDConv2d(32, 48, 3, stride=2, padding=1, kernel_num=8), lambda: nn.Conv2d(32, 48, 3, 2, 1), (0, 32, 9, 9)),
+    (lambda: FDConv2d(32, 48, 1, kernel_num=8), lambda: nn.Conv2d(32, 48, 1), (0, 32, 5, 5)),
+    (lambda: FDLinear(32, 48, kernel_num=8), lambda: nn.Linear(32, 48), (0, 7, 32)),
+    (lambda: FDLinear(32, 48, kernel_num=8), lambda: nn.Linear(32, 48), (0, 32)),
+])
+@pytest.mark.parametrize("train", [True, False])
+def test_empty_batch_gives_an_empty_differentiable_output_like_torch(make, plain, shape, train):
+    layer = make().train(train)
+    x = torch.randn(shape, requires_grad=True)
+    y = layer(x)
+    assert y.shape == plain()(x).shape
+    y.sum().backward()
+    assert x.grad.shape == x.shape and layer.dft_weight.grad is not None

@@ -142,6 +142,10 @@ class FDConv2d(FDKernelBase):
 
     def forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
+        if x.shape[0] == 0:   # nn.Conv2d's contract: an empty batch gives an empty, differentiable output
+            weight = self.static_weight().to(x.dtype)
+            bias = None if self.bias is None else self.bias.to(x.dtype)
+            return F.conv2d(F.pad(x, self._pad), weight, bias, self.stride, 0, self.dilation)
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         factors = self.kernel_factors(pooled_mean(x, (2, 3)))
         if self.FBM is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .fd_base import FDKernelBase, KernelFactors, pooled_mean, skip_weight_init
@@ -60,6 +61,9 @@ class FDLinear(FDKernelBase):
                 f"shape {tuple(x.shape)}; for NCHW feature maps use FDConv2d"
             )
         batch = x.shape[0]
+        if batch == 0:        # nn.Linear's contract: an empty batch gives an empty, differentiable output
+            weight = self.static_weight().view(self.out_features, self.in_features).to(x.dtype)
+            return F.linear(x, weight, None if self.bias is None else self.bias.to(x.dtype))
         tokens = x.reshape(batch, -1, self.in_features)                      # (B, T, I)
         factors = self.kernel_factors(pooled_mean(tokens, (1,)))
         y = self._apply_in_chunks(self._apply_kernel, tokens, factors)
