@@ -3,7 +3,7 @@
 Autograd's ``bmm(tokens, K.transpose(1, 2))`` returns the kernel gradient as the transpose of a
 contiguous ``(B, I, O)`` product, so it reaches the kernel builder with strides ``(O*I, 1, O)``.
 Everything there runs along the kernel's last axis (the local-gate products, the per-sample
-``rfft`` of the FDW adjoint), and on that layout each pass was 3-10x slower. Here the kernel
+``rfft`` of the FDW adjoint), and on that layout each pass ran 3-7x slower. Here the kernel
 gradient is ``grad^T @ tokens``, a GEMM that writes it contiguous in the kernel's own layout.
 """
 
