@@ -179,8 +179,8 @@ def format_network_table(rows: list[dict], batch_size: int = 8) -> str:
             lines.append(f"| {name} | " + " | ".join(f"{v:.0f}" if i not in (1, 4) else f"{v:.1f}"
                                                       for i, v in enumerate(cells[label])) + " |")
         ratios = [f / p if p else float("nan") for f, p in zip(cells["fdconv"], cells["plain"], strict=True)]
-        paired = row.get("ratios", {})
-        if all(len(paired.get(key, [])) > 1 for key in keys):   # time ratios paired within each round
+        paired = row["ratios"]
+        if len(paired["train"]) > 1:   # several rounds: time ratios paired within each round
             ratios[0], ratios[2], ratios[3] = (_median(paired[key]) for key in keys)
             ratios[1], ratios[4] = 1 / ratios[0], 1 / ratios[3]
             per_round.append(f"- {row['model']}: " + "; ".join(

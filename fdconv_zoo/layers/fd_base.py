@@ -183,7 +183,7 @@ class FDKernelBase(nn.Module):
         batch = inputs.shape[0]
         step = self._samples_per_chunk(batch)
         recompute = self._recomputing()
-        if step >= batch:   # one chunk (an empty batch too): no slicing, whose backward zero-fills a copy
+        if step >= batch:   # one chunk: no slicing, whose backward zero-fills a copy
             chunks = [(inputs, factors)]
         else:               # split's backward is one concatenation, not a zero-filled input per chunk
             parts = [t if t is None else t.split(step) for t in factors]

@@ -13,16 +13,21 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ["tokens_times_kernel"]
+__all__ = ["autocast_gemm_dtype", "tokens_times_kernel"]
+
+
+def autocast_gemm_dtype(x: Tensor) -> torch.dtype:
+    """The dtype autocast would give a GEMM on ``x`` (``x``'s own outside autocast), for custom Functions
+    that run their GEMMs with autocast off and cast by hand."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
 
 class _TokensTimesKernel(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tokens: Tensor, kernel: Tensor, bias: Tensor | None) -> Tensor:
-        device = tokens.device.type
-        amp = torch.is_autocast_enabled(device)
-        dtype = torch.get_autocast_dtype(device) if amp else tokens.dtype   # what autocast gives a bmm
-        with torch.autocast(device, enabled=False):
+        dtype = autocast_gemm_dtype(tokens)
+        with torch.autocast(tokens.device.type, enabled=False):
             tokens_c, kernel_c = tokens.to(dtype), kernel.to(dtype)
             kernel_t = kernel_c.expand(tokens.shape[0], -1, -1).transpose(1, 2)
             if bias is None:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .per_sample_gemm import tokens_times_kernel
+from .per_sample_gemm import autocast_gemm_dtype, tokens_times_kernel
 
 __all__ = ["kernel_times_columns", "unfolded_conv"]
 
@@ -44,11 +44,9 @@ class _UnfoldedConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, kernel: Tensor, in_scale: Tensor | None, bias: Tensor | None, k: int,
                 stride: Pair, padding: Pair, dilation: Pair, out_size: Pair, channels_last: bool) -> Tensor:
-        device = x.device.type
-        amp = torch.is_autocast_enabled(device)
-        dtype = torch.get_autocast_dtype(device) if amp else x.dtype  # what autocast would give the GEMM
+        dtype = autocast_gemm_dtype(x)
         batch, y_len = x.shape[0], out_size[0] * out_size[1]
-        with torch.autocast(device, enabled=False):
+        with torch.autocast(x.device.type, enabled=False):
             scale = None if in_scale is None else in_scale.to(dtype)
             cols = _scaled(_columns(x.to(dtype), k, stride, padding, dilation), scale).view(batch, -1, y_len)
             weight = kernel.to(dtype)
