@@ -1,4 +1,5 @@
-"""``tokens_times_kernel``: the same values and gradients as torch's bmm/baddbmm, a contiguous kernel gradient."""
+"""``tokens_times_kernel``: the values and gradients of plain autograd ops, a contiguous kernel gradient, and no
+scaled copy of the kernel or the tokens kept for backward."""
 
 import pytest
 import torch
@@ -62,3 +63,52 @@ def test_autocast_runs_the_gemm_in_the_autocast_dtype():
     assert torch.equal(ours, ref)
     ours.float().sum().backward()
     assert tokens.grad.dtype == kernel.grad.dtype == bias.grad.dtype == torch.float32
+
+
+def _factored_reference(tokens, kernel, bias, in_scale, out_scale, channels_first):
+    y = torch.bmm(tokens * in_scale[:, None, :], kernel.expand(tokens.shape[0], -1, -1).transpose(1, 2))
+    y = y * out_scale[:, None, :]
+    y = y if bias is None else y + bias
+    return y.transpose(1, 2) if channels_first else y
+
+
+# tokens T against O and I: each factor goes on the kernel when the kernel is the smaller operand
+PLACEMENTS = {"both_on_kernel": (9, 4, 3), "both_on_tokens": (2, 4, 3), "in_on_kernel": (4, 5, 3),
+              "out_on_kernel": (4, 3, 5)}   # (T, I, O)
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+@pytest.mark.parametrize("channels_first", [False, True], ids=["tokens_out", "channels_first"])
+@pytest.mark.parametrize("kernel_batch", [2, 1])
+def test_factors_match_autograd_on_every_placement(placement, channels_first, kernel_batch):
+    torch.manual_seed(0)
+    count, cin, cout = PLACEMENTS[placement]
+    shapes = [(2, count, cin), (kernel_batch, cout, cin), (cout,), (2, cin), (2, cout)]
+    leaves = [torch.randn(shape, dtype=torch.float64, requires_grad=True) for shape in shapes]
+    ours = tokens_times_kernel(*leaves, channels_first=channels_first)
+    ref = _factored_reference(*leaves, channels_first)
+    assert ours.shape == ref.shape and ours.is_contiguous()
+    assert torch.allclose(ours, ref)
+    weights = torch.randn_like(ref)
+    got = torch.autograd.grad((ours * weights).sum(), leaves)
+    want = torch.autograd.grad((ref * weights).sum(), leaves)
+    for g, w in zip(got, want, strict=True):
+        assert g.shape == w.shape and torch.allclose(g, w)
+    assert torch.autograd.gradcheck(lambda *t: tokens_times_kernel(*t, channels_first=channels_first), leaves)
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_backward_keeps_no_scaled_copy(placement):
+    """Only the unscaled tokens and kernel (shared with their producers), the factors and, with the output
+    factor on the output, the GEMM's output are saved: never ``kernel * factor`` or ``tokens * factor``."""
+    count, cin, cout = PLACEMENTS[placement]
+    tokens = torch.randn(2, count, cin, requires_grad=True)
+    kernel = torch.randn(2, cout, cin, requires_grad=True)
+    factors = (torch.rand(2, cin, requires_grad=True), torch.rand(2, cout, requires_grad=True))
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        y = tokens_times_kernel(tokens, kernel, None, *factors)
+    inputs = {t.untyped_storage().data_ptr() for t in (tokens, kernel, *factors)}
+    extra = [tuple(t.shape) for t in saved if t.untyped_storage().data_ptr() not in inputs]
+    out_on_output = cin >= count
+    assert extra == ([tuple(y.shape)] if out_on_output else []), extra

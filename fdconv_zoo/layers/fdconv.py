@@ -10,7 +10,8 @@ from torch import Tensor, nn
 
 from .fbm import DEFAULT_CUTOFFS, FrequencyBandModulation
 from .fd_base import DynamicKernel, FDKernelBase, KernelFactors, pooled_mean, skip_weight_init
-from .unfolded_conv import kernel_times_columns, unfolded_conv
+from .per_sample_gemm import tokens_times_kernel
+from .unfolded_conv import unfolded_conv
 
 __all__ = ["FDConv2d"]
 
@@ -177,6 +178,12 @@ class FDConv2d(FDKernelBase):
         out_h = (height + 2 * top - self.dilation[0] * (k - 1) - 1) // self.stride[0] + 1
         out_w = (width + 2 * left - self.dilation[1] * (k - 1) - 1) // self.stride[1] + 1
         cout = self.out_channels
+        if k == 1 and top == left == 0:  # the input map itself is the GEMM operand
+            tokens = x[:, :, ::self.stride[0], ::self.stride[1]].flatten(2).transpose(1, 2)   # (B, L, I)
+            in_scale = dk.channel if dk.spatial is None else dk.channel * dk.spatial.view(-1, 1)
+            y = tokens_times_kernel(tokens, dk.kernel.view(-1, cout, cin), self.bias, in_scale, dk.filter,
+                                    channels_first=not channels_last)
+            return (y.transpose(1, 2) if channels_last else y).view(batch, cout, out_h, out_w)
         kernel_entries = cout * cin * k * k
         fold_input = kernel_entries < cin * height * width
         fold_output = kernel_entries < cout * out_h * out_w
@@ -191,11 +198,7 @@ class FDConv2d(FDKernelBase):
         bias = None if self.bias is None else self.bias.to(x.dtype)   # autocast casts it with the GEMM/conv
         fused_bias = bias if fold_output else None
 
-        if k == 1 and top == left == 0 and fold_input:  # the input map itself is the GEMM operand
-            cols = x[:, :, ::self.stride[0], ::self.stride[1]].flatten(2)           # (B, I, L)
-            y = kernel_times_columns(kernel.view(-1, cout, cin).expand(batch, -1, -1), cols, fused_bias, channels_last)
-            y = y.view(batch, cout, out_h, out_w)
-        elif cout > out_h * out_w:  # late layers: the kernel is the big tensor, move the input instead
+        if cout > out_h * out_w:  # late layers: the kernel is the big tensor, move the input instead
             in_scale = None
             if not fold_input:
                 in_scale = dk.channel[:, :, None, None].expand(-1, -1, k, k)

@@ -70,23 +70,8 @@ class FDLinear(FDKernelBase):
         return y.view(*x.shape[:-1], self.out_features)
 
     def _apply_kernel(self, tokens: Tensor, factors: KernelFactors) -> Tensor:
-        """``(tokens * channel) @ K^T * filter + bias``, each rank-1 factor (and the bias) on whichever of
-        kernel and tokens is smaller: early stages have far more tokens than kernel entries."""
+        """``(tokens * channel) @ K^T * filter + bias``; :func:`tokens_times_kernel` puts each rank-1 factor
+        on whichever of kernel and tokens is smaller (early stages have far more tokens than kernel entries)."""
         dk = self.build_kernel(factors)
-        amp = torch.is_autocast_enabled(tokens.device.type)
-        kernel, channel, filt = (t if amp else t.to(tokens.dtype) for t in (dk.kernel, dk.channel, dk.filter))
-        count = tokens.shape[1]
-        kernel = kernel.view(-1, self.out_features, self.in_features)
-        if self.out_features < count:
-            kernel = kernel * channel[:, None, :]
-        else:
-            tokens = tokens * channel[:, None]
-        fold_filter = self.in_features < count
-        if fold_filter:
-            kernel = kernel * filt[:, :, None]
-        bias = None if self.bias is None else self.bias.to(tokens.dtype)   # autocast casts it with the GEMM
-        if fold_filter:
-            return tokens_times_kernel(tokens, kernel, bias)
-        y = tokens_times_kernel(tokens, kernel)
-        y = y * filt[:, None].to(y.dtype)     # under autocast: keep the GEMM's dtype, as nn.Linear does
-        return y if bias is None else y + bias.to(y.dtype)
+        kernel = dk.kernel.view(-1, self.out_features, self.in_features)
+        return tokens_times_kernel(tokens, kernel, self.bias, dk.channel, dk.filter)

@@ -35,9 +35,8 @@ def _scaled(cols: Tensor, in_scale: Tensor | None) -> Tensor:
 def kernel_times_columns(kernel: Tensor, cols: Tensor, bias: Tensor | None, channels_last: bool) -> Tensor:
     """``kernel @ cols (+ bias)`` as ``(B, O, L)``; for channels_last computed as ``(B, L, O)`` (NHWC) and
     returned transposed, so the caller's memory format comes for free."""
-    if channels_last:
-        return tokens_times_kernel(cols.transpose(1, 2), kernel, bias).transpose(1, 2)
-    return torch.bmm(kernel, cols) if bias is None else torch.baddbmm(bias[:, None], kernel, cols)
+    y = tokens_times_kernel(cols.transpose(1, 2), kernel, bias, channels_first=not channels_last)
+    return y.transpose(1, 2) if channels_last else y
 
 
 class _UnfoldedConv(torch.autograd.Function):
