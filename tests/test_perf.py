@@ -325,3 +325,34 @@ def test_kernel_gradient_reaches_the_builder_contiguous(make, shape, channels_la
         x = x.contiguous(memory_format=torch.channels_last)
     layer(x).square().sum().backward()
     assert layouts and all(layouts)
+
+
+@pytest.mark.parametrize("size", [8, 3], ids=["conv", "unfold"])
+def test_fbm_output_is_rebuilt_in_backward_not_kept(size, monkeypatch):
+    """The convolution's backward needs the FBM output: it is recomputed there (bitwise the same), not stored."""
+    import contextlib
+
+    import fdconv_zoo.layers.fdconv as fdconv_module
+
+    torch.manual_seed(0)
+    layer = perturb_(FDConv2d(24, 40, 3, padding=1, kernel_num=8)).train()
+    x = torch.randn(4, 24, size, size)
+    rebuilt = _outputs_and_grads(layer, x)
+    live_rebuilt = _live_bytes_after(lambda: layer(x.detach().requires_grad_()))
+    monkeypatch.setattr(fdconv_module, "saved_as_recomputed", lambda *a, **k: contextlib.nullcontext())
+    layer.zero_grad(set_to_none=True)
+    kept = _outputs_and_grads(layer, x)
+    live_kept = _live_bytes_after(lambda: layer(x.detach().requires_grad_()))
+    assert torch.equal(rebuilt[0], kept[0]) and torch.equal(rebuilt[1], kept[1])
+    for name, grad in kept[2].items():
+        assert torch.equal(rebuilt[2][name], grad), name
+    assert live_kept - live_rebuilt >= 0.9 * x.numel() * x.element_size(), (live_kept, live_rebuilt)
+
+
+def test_input_changed_in_place_before_backward_is_an_error():
+    layer = FDConv2d(8, 8, 3, padding=1, kernel_num=4).train()
+    x = torch.randn(2, 8, 6, 6)
+    y = layer(x)
+    x.mul_(2)
+    with pytest.raises(RuntimeError, match="modified in place"):
+        y.sum().backward()

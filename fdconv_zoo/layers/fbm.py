@@ -136,10 +136,11 @@ class FrequencyBandModulation(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if torch.is_grad_enabled():
             # Backward would keep J band-limited copies of x; recomputing them (small GEMMs) is cheaper.
-            return checkpoint(self._modulate, x, use_reentrant=False)
-        return self._modulate(x)
+            return checkpoint(self.modulate, x, use_reentrant=False)
+        return self.modulate(x)
 
-    def _modulate(self, x: Tensor) -> Tensor:
+    def modulate(self, x: Tensor) -> Tensor:
+        """The forward pass without the checkpoint around it (what backward recomputes)."""
         weight = torch.cat([c.weight for c in self.freq_weight_conv_list])
         bias = torch.cat([c.bias for c in self.freq_weight_conv_list])
         lows = low_pass_list(x, self.cutoffs)

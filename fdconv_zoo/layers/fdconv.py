@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from .fbm import DEFAULT_CUTOFFS, FrequencyBandModulation
 from .fd_base import DynamicKernel, FDKernelBase, KernelFactors, pooled_mean, skip_weight_init
 from .per_sample_gemm import tokens_times_kernel
+from .recomputed_saves import saved_as_recomputed
 from .unfolded_conv import unfolded_conv
 
 __all__ = ["FDConv2d"]
@@ -149,9 +150,13 @@ class FDConv2d(FDKernelBase):
             return F.conv2d(F.pad(x, self._pad), weight, bias, self.stride, 0, self.dilation)
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         factors = self.kernel_factors(pooled_mean(x, (2, 3)))
-        if self.FBM is not None:
-            x = self.FBM(x)
-        y = self._apply_in_chunks(self._apply_kernel, x, factors, channels_last)
+        if self.FBM is None:
+            y = self._apply_in_chunks(self._apply_kernel, x, factors, channels_last)
+        else:
+            modulated = self.FBM(x)
+            # the convolution's backward needs the FBM output: rebuild it there (small GEMMs), do not store it
+            with saved_as_recomputed(modulated, lambda fbm=self.FBM, source=x: fbm.modulate(source), guards=(x,)):
+                y = self._apply_in_chunks(self._apply_kernel, modulated, factors, channels_last)
         if channels_last:
             y = y.contiguous(memory_format=torch.channels_last)
         return y

@@ -1,0 +1,79 @@
+"""Let autograd keep a cheap activation as a recipe, and rebuild it in backward instead of storing it.
+
+``torch.utils.checkpoint`` recomputes a whole region, including the expensive ops in it. Here only one
+tensor is recomputed: every view of it that autograd saves inside the context is packed as its geometry.
+Backward rebuilds the tensor once, on the first unpack. FDConv2d uses this for the FBM output that its
+convolution keeps (an input-sized copy per 3x3 layer); rebuilding it takes FBM's small GEMMs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+__all__ = ["saved_as_recomputed"]
+
+
+class _Rebuilt:
+    """The tensor, recomputed on first use in backward and shared by every saved view of it."""
+
+    def __init__(self, tensor: Tensor, recompute: Callable[[], Tensor], guards: tuple[Tensor, ...]) -> None:
+        self._recompute = recompute
+        self._geometry = (tensor.shape, tensor.stride(), tensor.dtype)
+        self._guards = [(t, t._version) for t in guards]
+        self._value: Tensor | None = None
+
+    def value(self) -> Tensor:
+        if self._value is None:
+            if any(t._version != version for t, version in self._guards):
+                raise RuntimeError(
+                    "a tensor that FDConv2d rebuilds in backward (the FBM output) depends on an input that was "
+                    "modified in place after the forward pass; do not modify the layer's input in place before backward"
+                )
+            with torch.no_grad():
+                value = self._recompute()
+            if (value.shape, value.stride(), value.dtype) != self._geometry:
+                raise RuntimeError(f"recomputed tensor {value.shape}/{value.stride()}/{value.dtype} does not match "
+                                   f"the saved one {self._geometry}")
+            self._value = value
+        return self._value
+
+
+class _SavedView(NamedTuple):
+    source: _Rebuilt
+    size: torch.Size
+    stride: tuple[int, ...]
+    offset: int
+
+
+def saved_as_recomputed(tensor: Tensor, recompute: Callable[[], Tensor], guards: tuple[Tensor, ...] = ()
+                        ) -> contextlib.AbstractContextManager:
+    """Inside, saved views of ``tensor`` are kept as recipes; backward rebuilds ``tensor`` with ``recompute``.
+
+    ``recompute`` must give the same values with the same strides (the same ops on the same inputs do);
+    ``guards`` are its inputs, checked for in-place changes as autograd checks saved tensors. A no-op
+    under ``torch.compile`` (the compiler plans memory itself, and hooks would break the graph) and
+    when grad is off.
+    """
+    if torch.compiler.is_compiling() or not torch.is_grad_enabled():
+        return contextlib.nullcontext()
+    source = _Rebuilt(tensor, recompute, guards)
+    # plain values only: autograd keeps the hooks with every saved tensor, and a closure over ``tensor``
+    # would keep the very storage alive that this is meant to free
+    storage, offset, dtype = tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tensor.dtype
+
+    def pack(saved: Tensor):
+        if saved.untyped_storage().data_ptr() == storage and saved.dtype == dtype:
+            return _SavedView(source, saved.size(), saved.stride(), saved.storage_offset() - offset)
+        return saved
+
+    def unpack(packed):
+        if isinstance(packed, _SavedView):
+            return packed.source.value().as_strided(packed.size, packed.stride, packed.offset)
+        return packed
+
+    return torch.autograd.graph.saved_tensors_hooks(pack, unpack)
