@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -155,7 +156,7 @@ class FDConv2d(FDKernelBase):
         else:
             modulated = self.FBM(x)
             # the convolution's backward needs the FBM output: rebuild it there (small GEMMs), do not store it
-            with saved_as_recomputed(modulated, lambda fbm=self.FBM, source=x: fbm.modulate(source), guards=(x,)):
+            with saved_as_recomputed(modulated, functools.partial(self.FBM.modulate, x), guards=(x,)):
                 y = self._apply_in_chunks(self._apply_kernel, modulated, factors, channels_last)
         if channels_last:
             y = y.contiguous(memory_format=torch.channels_last)
