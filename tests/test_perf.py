@@ -15,17 +15,14 @@ from fdconv_zoo.layers.fbm import low_pass_list, low_pass_masks
 from fdconv_zoo.testing import max_relative_error
 
 
-def _saved_bytes(fn) -> int:
-    """Bytes of distinct tensor storages autograd keeps for backward while ``fn`` runs."""
-    storages = {}
+def _live_bytes_after(fn) -> int:
+    """CPU bytes allocated while ``fn`` runs and still alive when it returns (its output and autograd graph)."""
+    from torch.profiler import ProfilerActivity, profile
 
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(storages.values())
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn()
+    del out   # after the profiler stopped: its allocations stay counted as live
+    return sum(e.self_cpu_memory_usage for e in prof.events())
 
 
 def _largest_operand(fn, *ops: str) -> int:
@@ -75,18 +72,29 @@ def test_input_gradient_needs_no_input_sized_fill_or_division(make, shape, per_s
     assert largest < x.numel()
 
 
+@pytest.mark.parametrize("amp", [None, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
 @pytest.mark.parametrize("k,size", [(3, 4), (1, 4)])
-def test_backward_keeps_at_most_one_per_sample_kernel(k, size):
+def test_backward_keeps_at_most_one_per_sample_kernel(k, size, amp):
+    """One per-sample kernel in the GEMM's dtype plus a few activation-sized tensors (output included).
+
+    Autograd through the plain ops kept gain map, FDW kernel, local gate, product and FBM bands (~4.5
+    kernels here), and two copies of the k*k-times-larger unfolded input (21 maps instead of 4.4).
+    Under autocast the float32 kernel and the GEMM's half-precision cast of it were both kept (3 bf16
+    kernels' worth). Live bytes, not saved_tensors_hooks: FDConv2d's own hooks hide what the 3x3
+    convolution saves.
+    """
     cin, cout = 96, 128
     fd = perturb_(FDConv2d(cin, cout, k, padding=k // 2, kernel_num=16)).train()
+
+    def forward(batch: int):
+        with torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None):
+            return fd(torch.randn(batch, cin, size, size, requires_grad=True))
+
     small, large = 2, 6
-    saved = [_saved_bytes(lambda b=b: fd(torch.randn(b, cin, size, size, requires_grad=True))) for b in (small, large)]
-    per_sample = (saved[1] - saved[0]) / (large - small)
-    kernel_bytes = cout * cin * k * k * 4
+    live = [_live_bytes_after(lambda b=b: forward(b)) for b in (small, large)]
+    per_sample = (live[1] - live[0]) / (large - small)
+    kernel_bytes = cout * cin * k * k * (4 if amp is None else 2)
     activation_bytes = cin * size * size * 4
-    # one per-sample kernel (the GEMM's operand) plus a few activation-sized tensors; autograd through
-    # the plain ops kept gain map, FDW kernel, local gate, product and FBM bands (~4.5 kernels here),
-    # and two copies of the k*k-times-larger unfolded input (21 maps here instead of 4.4)
     assert per_sample <= kernel_bytes + 6 * activation_bytes, (per_sample, kernel_bytes, activation_bytes)
 
 
@@ -105,6 +113,14 @@ def test_fdconv_forward_has_no_graph_breaks(k, size, train):
 
 def test_fdlinear_forward_has_no_graph_breaks():
     _no_graph_breaks(perturb_(FDLinear(32, 40, kernel_num=8)).train(), torch.randn(2, 5, 32))
+
+
+@pytest.mark.parametrize("make,shape", [(lambda: FDConv2d(32, 48, 3, padding=1, kernel_num=8), (2, 32, 3, 3)),
+                                        (lambda: FDLinear(32, 40, kernel_num=8), (2, 5, 32))])
+def test_autocast_forward_has_no_graph_breaks(make, shape):
+    """Under autocast the kernel is written in the GEMM's dtype (an ``out=`` product): still one graph."""
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _no_graph_breaks(perturb_(make()).train(), torch.randn(shape))
 
 
 @pytest.mark.slow
@@ -143,6 +159,9 @@ def test_autocast_keeps_ffts_in_float32_and_trains(size, dtype, train, monkeypat
     fd = perturb_(FDConv2d(32, 32, 3, padding=1, kernel_num=8)).train(train)
     x = torch.randn(2, 32, size, size)
     reference = fd(x)
+    reference.square().mean().backward()
+    reference_grads = {name: p.grad for name, p in fd.named_parameters()}
+    fd.zero_grad(set_to_none=True)
     seen.clear()                                          # only the autocast run's FFTs count
     with torch.autocast("cpu", dtype=dtype):
         out = fd(x)
@@ -152,6 +171,10 @@ def test_autocast_keeps_ffts_in_float32_and_trains(size, dtype, train, monkeypat
         assert p.grad is not None and p.grad.dtype == p.dtype and torch.isfinite(p.grad).all()
     assert seen and all(d in (torch.float32, torch.complex64) for d in seen), set(seen)
     assert max_relative_error(out.float(), reference) <= 3e-2
+    # the kernel is kept in the autocast dtype for backward: gradients stay within half-precision error
+    for name in ("dft_weight", "KSM_Local.conv.weight", "KSM_Global.kernel_fc.weight"):
+        grad = dict(fd.named_parameters())[name].grad
+        assert max_relative_error(grad, reference_grads[name]) <= 3e-2, name
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
@@ -220,16 +243,6 @@ def test_recompute_kernel_gives_same_gradients_and_keeps_no_kernel(k, size):
     live = [_live_bytes_after(lambda m=m: m(torch.randn(6, cin, size, size, requires_grad=True)))
             for m in (keep, recompute)]
     assert live[0] - live[1] >= 6 * kernel_bytes * 0.9, live
-
-
-def _live_bytes_after(fn) -> int:
-    """CPU bytes allocated while ``fn`` runs and still alive when it returns (its output and autograd graph)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        out = fn()
-    del out   # after the profiler stopped: its allocations stay counted as live
-    return sum(e.self_cpu_memory_usage for e in prof.events())
 
 
 def test_recompute_kernel_model_kwarg_reaches_every_fd_layer():

@@ -149,21 +149,28 @@ class FDKernelBase(nn.Module):
             channel, filt, spatial, gains = self.KSM_Global(pooled)
             return KernelFactors(channel, filt, spatial, gains, self.KSM_Local.windows(pooled))
 
-    def build_kernel(self, factors: KernelFactors) -> DynamicKernel:
-        """FDW x local gate from KSM's factors: a pure function, safe to recompute in backward."""
+    def build_kernel(self, factors: KernelFactors, dtype: torch.dtype | None = None) -> DynamicKernel:
+        """FDW x local gate from KSM's factors: a pure function, safe to recompute in backward.
+
+        ``dtype``: the dtype the kernel and factors are used in (the GEMM's: autocast's, or a
+        half-precision input's). The kernel is written in it directly, so backward keeps that copy only.
+        """
         with torch.autocast(factors.channel.device.type, enabled=False):
-            dtype = factors.channel.dtype
+            work = factors.channel.dtype
             local = self.KSM_Local
             scale = spectral_scale(self.out_channels, self.in_channels)
             if factors.gains is not None:
                 scale *= self.kernel_num
-            kernel = modulated_kernels(self.dft_weight.to(dtype), factors.gains,
-                                       local.conv.weight.to(dtype).view(-1, local.local_size), factors.windows,
-                                       self.group_ids, self.out_channels, self._k, float(scale))
-        spatial = factors.spatial
-        if spatial is not None:
-            spatial = spatial.view(-1, self._k, self._k)
-        return DynamicKernel(kernel, 2.0 * factors.channel, factors.filter, spatial)
+            kernel = modulated_kernels(self.dft_weight.to(work), factors.gains,
+                                       local.conv.weight.to(work).view(-1, local.local_size), factors.windows,
+                                       self.group_ids, self.out_channels, self._k, float(scale), dtype)
+            spatial = factors.spatial
+            if spatial is not None:
+                spatial = spatial.view(-1, self._k, self._k)
+            dk = DynamicKernel(kernel, 2.0 * factors.channel, factors.filter, spatial)
+            if dtype is not None:
+                dk = DynamicKernel(*(t if t is None else t.to(dtype) for t in dk))
+        return dk
 
     def dynamic_kernel(self, pooled: Tensor) -> DynamicKernel:
         """Build every sample's kernel from pooled features ``(B, I)``, in float32 (float64 kept)."""

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .fbm import DEFAULT_CUTOFFS, FrequencyBandModulation
 from .fd_base import DynamicKernel, FDKernelBase, KernelFactors, pooled_mean, skip_weight_init
-from .per_sample_gemm import tokens_times_kernel
+from .per_sample_gemm import autocast_gemm_dtype, tokens_times_kernel
 from .recomputed_saves import saved_as_recomputed
 from .unfolded_conv import unfolded_conv
 
@@ -33,10 +33,6 @@ def _square_kernel(kernel_size) -> int:
             "kernel to (O*k, I*k); keep non-square convs plain (convert_to_fdconv skips them)"
         )
     return kh
-
-
-def _amp_enabled(x: Tensor) -> bool:
-    return torch.is_autocast_enabled(x.device.type)
 
 
 class FDConv2d(FDKernelBase):
@@ -163,10 +159,7 @@ class FDConv2d(FDKernelBase):
         return y
 
     def _apply_kernel(self, x: Tensor, factors: KernelFactors, channels_last: bool) -> Tensor:
-        dk = self.build_kernel(factors)
-        if not _amp_enabled(x):
-            dk = DynamicKernel(*(t if t is None else t.to(x.dtype) for t in dk))
-        return self._convolve(x, dk, channels_last)
+        return self._convolve(x, self.build_kernel(factors, autocast_gemm_dtype(x)), channels_last)
 
     def _convolve(self, x: Tensor, dk: DynamicKernel, channels_last: bool) -> Tensor:
         """``conv(x, kernel * channel * spatial) * filter + bias`` per sample.

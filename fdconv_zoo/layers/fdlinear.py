@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .fd_base import FDKernelBase, KernelFactors, pooled_mean, skip_weight_init
-from .per_sample_gemm import tokens_times_kernel
+from .per_sample_gemm import autocast_gemm_dtype, tokens_times_kernel
 
 __all__ = ["FDLinear"]
 
@@ -72,6 +72,6 @@ class FDLinear(FDKernelBase):
     def _apply_kernel(self, tokens: Tensor, factors: KernelFactors) -> Tensor:
         """``(tokens * channel) @ K^T * filter + bias``; :func:`tokens_times_kernel` puts each rank-1 factor
         on whichever of kernel and tokens is smaller (early stages have far more tokens than kernel entries)."""
-        dk = self.build_kernel(factors)
+        dk = self.build_kernel(factors, autocast_gemm_dtype(tokens))
         kernel = dk.kernel.view(-1, self.out_features, self.in_features)
         return tokens_times_kernel(tokens, kernel, self.bias, dk.channel, dk.filter)

@@ -239,14 +239,23 @@ class _ModulatedKernels(torch.autograd.Function):
     matmul keeps anyway: the gate is recomputed from its rank-``ks`` inputs (a tiny GEMM), and
     ``fdw * gate * (1 - gate) = K * (1 - gate)`` needs no FDW kernel. The adjoints of the two
     inverse FFTs are forward FFTs (one ``rfft2`` of the kernel gradient per sample).
+
+    With ``out_dtype`` (bfloat16/float16: the GEMM's dtype under autocast or in a half-precision model)
+    the last product writes ``K`` in that dtype, and that is the copy backward keeps: the float32 ``K``
+    and the GEMM's own cast of it were both kept before, 6 bytes per entry instead of 2.
     """
 
     @staticmethod
     def forward(ctx, dft: Tensor, gains: Tensor | None, local_weight: Tensor, windows: Tensor,
-                group_ids: Tensor, out_channels: int, k: int, scale: float) -> Tensor:
+                group_ids: Tensor, out_channels: int, k: int, scale: float,
+                out_dtype: torch.dtype | None = None) -> Tensor:
         fdw = _fdw_kernels(dft[0], gains, group_ids, windows.shape[-1] * k, scale)
         gate = _local_gate(local_weight, windows, out_channels, k)
-        kernel = fdw.mul_(gate) if fdw.shape[0] == gate.shape[0] else fdw * gate
+        if out_dtype is not None and out_dtype != fdw.dtype:
+            kernel = torch.mul(fdw, gate, out=fdw.new_empty(torch.broadcast_shapes(fdw.shape, gate.shape),
+                                                            dtype=out_dtype))
+        else:
+            kernel = fdw.mul_(gate) if fdw.shape[0] == gate.shape[0] else fdw * gate
         ctx.save_for_backward(dft, gains, local_weight, windows, group_ids, kernel)
         ctx.meta = (out_channels, k, scale)
         return kernel
@@ -260,8 +269,8 @@ class _ModulatedKernels(torch.autograd.Function):
         cin = windows.shape[-1]
         cols = cin * k
         gate = _local_gate(local_weight, windows, out_channels, k)     # recomputed: a small GEMM, (B, rows, cols)
-        grad = grad.reshape(-1, rows, cols)
-        grads = [None] * 8
+        grad = grad.reshape(-1, rows, cols)                              # K's dtype; products below are float32
+        grads = [None] * 9
         need_spectrum = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         d_fdw = grad * gate                                              # the FDW kernel's gradient
         if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
@@ -305,12 +314,14 @@ class _ModulatedKernels(torch.autograd.Function):
 
 
 def modulated_kernels(dft_weight: Tensor, gains: Tensor | None, local_weight: Tensor, windows: Tensor,
-                      group_ids: Tensor, out_channels: int, kernel_size: int, scale: float) -> Tensor:
+                      group_ids: Tensor, out_channels: int, kernel_size: int, scale: float,
+                      out_dtype: torch.dtype | None = None) -> Tensor:
     """Per-sample kernels in M layout, ``(B, O*k, I*k)``: FDW kernel times the KSM local gate ``sigmoid(L)``.
 
     ``gains`` (B, n) or None (static FDW kernel), ``local_weight`` (O*k*k, ks) and ``windows``
     (B, ks, I) give the local logits ``L = local_weight @ windows``; ``dft_weight`` is the
-    ``(1, rows, half, 2)`` parameter. All in float32/float64; see :class:`_ModulatedKernels`.
+    ``(1, rows, half, 2)`` parameter. All in float32/float64; the kernel comes out in ``out_dtype``
+    if given (the dtype it is used in). See :class:`_ModulatedKernels`.
     """
     return _ModulatedKernels.apply(dft_weight, gains, local_weight, windows, group_ids, out_channels,
-                                   kernel_size, float(scale))
+                                   kernel_size, float(scale), out_dtype)
