@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 __all__ = [
-    "RESNET50_LAYER_SHAPES", "DEFAULT_MODELS", "Measurement", "measure_network", "network_table", "layer_table",
-    "stage_profile", "format_network_table", "format_layer_table", "format_stage_profile", "fft_floor",
-    "format_fft_floor",
+    "RESNET50_LAYER_SHAPES", "DEFAULT_MODELS", "AMP_DTYPES", "Measurement", "check_device", "measure_network",
+    "network_table", "layer_table", "stage_profile", "format_network_table", "format_layer_table",
+    "format_stage_profile", "fft_floor", "format_fft_floor",
 ]
 
 DEFAULT_MODELS = ["resnet50", "convnext_tiny", "swin_tiny_patch4_window7_224"]
@@ -75,38 +75,86 @@ def _maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+#: ``--amp`` names: the autocast dtype every measured forward runs under (training and inference alike).
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _peak_reader(device: torch.device) -> Callable[[], float]:
+    """MiB above the level at this call: ru_maxrss on CPU, the caching allocator's peak on CUDA."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        return lambda: (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20
+    base = _maxrss_mib()
+    return lambda: _maxrss_mib() - base
+
+
 def _worker(spec: dict) -> dict:
-    """One measurement in this (fresh) process: ``spec`` = model, mode ('train'|'infer'), batch, size, repeats."""
+    """One measurement in this (fresh) process: ``spec`` = model, mode ('train'|'infer'), batch, size, repeats,
+    and optionally threads, device, amp and model kwargs."""
     import timm
 
     import fdconv_zoo  # noqa: F401  (registers *_fdconv)
 
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
+    device = torch.device(spec.get("device") or "cpu")
+    amp = spec.get("amp")
     torch.manual_seed(0)
-    model = timm.create_model(spec["model"], **spec.get("kwargs", {}))
-    x = torch.randn(spec["batch"], 3, spec["size"], spec["size"])
+    model = timm.create_model(spec["model"], **spec.get("kwargs", {})).to(device)
+    x = torch.randn(spec["batch"], 3, spec["size"], spec["size"]).to(device)
+    autocast = torch.autocast(device.type, dtype=AMP_DTYPES.get(amp, torch.bfloat16), enabled=amp is not None)
+    # GPU work is asynchronous: a step ends when the device is done
+    finish = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     if spec["mode"] == "train":
         model.train()
 
         def step() -> None:
             model.zero_grad(set_to_none=True)
-            model(x).float().square().mean().backward()
+            with autocast:
+                out = model(x)
+            out.float().square().mean().backward()
+            finish()
     else:
         model.eval()
 
         def step() -> None:
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast:
                 model(x)
-    base = _maxrss_mib()
+            finish()
+    peak = _peak_reader(device)
     ms = _median_ms(step, spec["repeats"])
-    return {"ms": ms, "peak_mib": _maxrss_mib() - base}
+    return {"ms": ms, "peak_mib": peak()}
+
+
+def check_device(device: str) -> None:
+    """A clear error before any worker starts when ``device`` cannot run here."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {device!r}: use 'cpu', 'cuda' or 'cuda:N'") from err
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r}: this torch sees no CUDA GPU (torch.cuda.is_available() is False); "
+                         "run on a GPU machine or use --device cpu")
+    if parsed.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {device!r}: the bench measures 'cpu' or 'cuda' only")
 
 
 def measure_network(model: str, mode: str, batch: int, size: int = 224, repeats: int = 3,
-                    threads: int | None = None, **kwargs) -> Measurement:
-    """Run one whole-network measurement in a fresh Python process (see the module docstring)."""
-    spec = dict(model=model, mode=mode, batch=batch, size=size, repeats=repeats, threads=threads, kwargs=kwargs)
+                    threads: int | None = None, *, device: str = "cpu", amp: str | None = None,
+                    **kwargs) -> Measurement:
+    """Run one whole-network measurement in a fresh Python process (see the module docstring).
+
+    ``device`` 'cpu' or 'cuda[:N]' (peak: ru_maxrss on CPU, ``torch.cuda.max_memory_allocated`` on CUDA,
+    both above the level after building); ``amp`` 'bf16'/'fp16' runs every forward under autocast;
+    ``kwargs`` go to ``timm.create_model``.
+    """
+    if amp is not None and amp not in AMP_DTYPES:
+        raise ValueError(f"amp must be one of {sorted(AMP_DTYPES)} or None, got {amp!r}")
+    check_device(device)
+    spec = dict(model=model, mode=mode, batch=batch, size=size, repeats=repeats, threads=threads, kwargs=kwargs,
+                device=device, amp=amp)
     out = subprocess.run([sys.executable, "-m", "fdconv_zoo.benchmark", json.dumps(spec)], capture_output=True,
                          text=True, env=os.environ.copy(), check=False)
     if out.returncode != 0:
@@ -117,14 +165,16 @@ def measure_network(model: str, mode: str, batch: int, size: int = 224, repeats:
 
 def network_table(models: list[str], batch_size: int = 8, image_size: int = 224, repeats: int = 3,
                   threads: int | None = None, log: Callable[[str], None] | None = None,
-                  rounds: int = 1) -> list[dict]:
+                  rounds: int = 1, device: str = "cpu", amp: str | None = None,
+                  fd_kwargs: dict | None = None) -> list[dict]:
     """Per model: ``{model, plain: {...}, fdconv: {...}, ratios: {...}}`` for train bN, infer b1 and infer bN.
 
     With ``rounds > 1`` the whole table is measured that many times, one full pass after another, and
     plain/FD go in alternating order (ABBA) within each cell. ``plain``/``fdconv`` hold the medians
     over rounds; ``ratios`` holds each round's FD / plain ratio, taken from measurements made back to
     back, so that a slow stretch of a shared machine lands in one round's numerator and denominator
-    alike rather than in one of them.
+    alike rather than in one of them. ``device`` and ``amp`` as in :func:`measure_network`; ``fd_kwargs``
+    go to the ``*_fdconv`` models only (e.g. ``{"fd_recompute_kernel": True}``).
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
@@ -137,7 +187,9 @@ def network_table(models: list[str], batch_size: int = 8, image_size: int = 224,
             for key, mode, batch in modes:
                 pair = [("plain", name), ("fdconv", f"{name}_fdconv")]
                 for label, arch in pair if round_index % 2 == 0 else pair[::-1]:
-                    m = measure_network(arch, mode, batch, image_size, repeats, threads)
+                    extra = (fd_kwargs or {}) if label == "fdconv" else {}
+                    m = measure_network(arch, mode, batch, image_size, repeats, threads, device=device, amp=amp,
+                                        **extra)
                     runs.setdefault((name, label, key), []).append(m)
                     if log:
                         log(f"  {arch} {key}: {m.ms:.0f} ms, peak +{m.peak_mib:.0f} MiB")

@@ -27,7 +27,7 @@ def test_bench_floor_reuses_the_network_tables_plain_b1(monkeypatch, capsys: pyt
 
     calls = []
 
-    def fake_measure(arch, mode, batch, *args):
+    def fake_measure(arch, mode, batch, *args, **kwargs):
         calls.append((arch, mode, batch))
         return benchmark.Measurement(100.0 if arch == "resnet50" else 400.0, 1.0)
 
@@ -54,7 +54,7 @@ def test_bench_rounds_pair_each_ratio_within_its_round(monkeypatch, capsys: pyte
     times = {"resnet50": [100.0, 400.0, 200.0], "resnet50_fdconv": [300.0, 2000.0, 400.0]}  # ratios 3, 5, 2
     calls = []
 
-    def fake_measure(arch, mode, batch, *args):
+    def fake_measure(arch, mode, batch, *args, **kwargs):
         round_index = calls.count((arch, mode, batch))
         calls.append((arch, mode, batch))
         return benchmark.Measurement(times[arch][round_index], 10.0 if arch == "resnet50" else 20.0)
@@ -75,3 +75,45 @@ def test_bench_rejects_a_count_below_one(capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(SystemExit):
         main(["bench", "--rounds", "0"])
     assert "--rounds: must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_bench_passes_device_amp_and_fd_options_to_every_cell(monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The GPU measurement of issue 6 is one command: ``--device cuda --amp bf16 --batch-size 32``."""
+    from fdconv_zoo import benchmark
+
+    calls = []
+
+    def fake_measure(arch, mode, batch, *args, **kwargs):
+        calls.append((arch, kwargs))
+        return benchmark.Measurement(100.0, 10.0)
+
+    monkeypatch.setattr(benchmark, "measure_network", fake_measure)
+    assert main(["bench", "--models", "resnet50", "--repeats", "1", "--skip-layers", "--skip-profile",
+                 "--amp", "bf16", "--fd-recompute-kernel"]) == 0
+    assert len(calls) == 6
+    for arch, kwargs in calls:
+        assert kwargs["device"] == "cpu" and kwargs["amp"] == "bf16"
+        assert kwargs.get("fd_recompute_kernel", False) == arch.endswith("_fdconv")
+    assert "cpu, autocast bf16, FD models with fd_recompute_kernel=True" in capsys.readouterr().out
+
+
+def test_bench_on_a_missing_gpu_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["bench", "--device", "cuda", "--skip-layers", "--skip-profile"]) == 2
+    assert "no CUDA GPU" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown device"):
+        from fdconv_zoo.benchmark import check_device
+
+        check_device("gpu0")
+
+
+def test_bench_worker_measures_an_autocast_training_step() -> None:
+    """The worker itself (in this process): a bf16 autocast training step of a small FD network."""
+    from fdconv_zoo.benchmark import _worker
+
+    result = _worker({"model": "resnet18_fdconv", "mode": "train", "batch": 2, "size": 32, "repeats": 1,
+                      "amp": "bf16", "kwargs": {"num_classes": 4}})
+    assert result["ms"] > 0 and result["peak_mib"] >= 0

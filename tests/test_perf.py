@@ -275,10 +275,10 @@ def test_per_sample_chunks_match_the_whole_batch(kind, size, recompute, monkeypa
     layer = perturb_(layer).train()
     layer.recompute_kernel = recompute
     chunked = copy.deepcopy(layer)
-    assert layer._samples_per_chunk(3) == 3
+    assert layer._samples_per_chunk(3, x.device) == 3
     whole = _outputs_and_grads(layer, x)
     monkeypatch.setattr(fd_base, "PER_SAMPLE_SPECTRUM_BYTES", 0)
-    assert chunked._samples_per_chunk(3) == 1
+    assert chunked._samples_per_chunk(3, x.device) == 1
     parts = _outputs_and_grads(chunked, x)
     # the spec's metric: one ulp of an output of magnitude 8 is already ~1e-6, so an elementwise atol
     # of 1e-6 failed on round-off (grouped conv with 1 vs 3 groups, fused FBM multiply-adds)
@@ -286,6 +286,19 @@ def test_per_sample_chunks_match_the_whole_batch(kind, size, recompute, monkeypa
     assert torch.allclose(parts[1], whole[1], rtol=1e-4, atol=1e-7)
     for name, grad in whole[2].items():
         assert torch.allclose(parts[2][name], grad, rtol=1e-4, atol=1e-6), name
+
+
+def test_accelerators_build_kernels_in_batch_chunks_not_per_sample():
+    """One sample at a time is a CPU allocator/cache choice; on a GPU it would be launches per sample.
+
+    The policy alone (no GPU needed): ResNet-50's layer4 3x3 spectrum (1536 x 769, 9.0 MiB) runs per
+    sample on CPU, and in chunks of up to 28 samples on CUDA.
+    """
+    layer = FDConv2d(512, 512, 3, padding=1)
+    assert layer._samples_per_chunk(32, torch.device("cpu")) == 1
+    assert layer._samples_per_chunk(32, torch.device("cuda")) == 28
+    assert layer._samples_per_chunk(4, torch.device("cuda")) == 4
+    assert FDConv2d(16, 16, 3)._samples_per_chunk(32, torch.device("cpu")) == 32
 
 
 @pytest.mark.parametrize("k,size", [(3, 3), (1, 3), (1, 12), (3, 12)])

@@ -6,6 +6,9 @@ import argparse
 import os
 import platform
 import subprocess
+import sys
+
+from ..benchmark import AMP_DTYPES
 
 
 def _count(text: str) -> int:
@@ -31,6 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tune-malloc", action="store_true",
                    help="raise glibc's mmap/trim thresholds for every measurement (fdconv_zoo.cpu_tuning)")
     p.add_argument("--skip-profile", action="store_true", help="leave out the per-stage profile of resnet50_fdconv")
+    p.add_argument("--device", default="cpu",
+                   help="where the network table runs: cpu (default) or cuda[:N] (peak = CUDA allocator peak); "
+                        "the profile, floor and layer tables are CPU measurements and are left out elsewhere")
+    p.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None,
+                   help="run every forward of the network table under torch.autocast in this dtype")
+    p.add_argument("--fd-recompute-kernel", action="store_true",
+                   help="build the *_fdconv models with fd_recompute_kernel=True (kernels rebuilt in backward)")
     p.set_defaults(func=run)
 
 
@@ -53,8 +63,17 @@ def run(args: argparse.Namespace) -> int:
     def log(line: str) -> None:
         print(line, flush=True)
 
+    try:
+        benchmark.check_device(args.device)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     threads = args.threads or torch.get_num_threads()
     log(f"torch {torch.__version__}, {threads} threads, {_machine()}")
+    on_cpu = torch.device(args.device).type == "cpu"
+    if not on_cpu:
+        log(f"device {args.device}: {torch.cuda.get_device_name(torch.device(args.device))}; the per-stage profile, "
+            "floor and layer tables are CPU measurements and are left out")
     if args.tune_malloc:
         from fdconv_zoo.cpu_tuning import MALLOC_ENV, tune_malloc
 
@@ -65,12 +84,16 @@ def run(args: argparse.Namespace) -> int:
     network_rows = []
     if models:
         rounds = f", {args.rounds} rounds" if args.rounds > 1 else ""
-        log(f"\n## Whole networks, {args.image_size}x{args.image_size}, median of {args.repeats}{rounds} "
-            "(fresh process per cell, peak = ru_maxrss above post-build level)")
+        setting = f", {args.device}" + (f", autocast {args.amp}" if args.amp else "")
+        setting += ", FD models with fd_recompute_kernel=True" if args.fd_recompute_kernel else ""
+        peak = "ru_maxrss" if on_cpu else "torch.cuda.max_memory_allocated"
+        log(f"\n## Whole networks, {args.image_size}x{args.image_size}{setting}, median of {args.repeats}{rounds} "
+            f"(fresh process per cell, peak = {peak} above post-build level)")
+        fd_kwargs = {"fd_recompute_kernel": True} if args.fd_recompute_kernel else None
         network_rows = benchmark.network_table(models, args.batch_size, args.image_size, args.repeats,
-                                               args.threads, log, args.rounds)
+                                               args.threads, log, args.rounds, args.device, args.amp, fd_kwargs)
         log("\n" + benchmark.format_network_table(network_rows, args.batch_size))
-    if not args.skip_profile:
+    if not args.skip_profile and on_cpu:
         log(f"\n## resnet50_fdconv inference, batch {args.batch_size}: time per FDConv stage")
         log(benchmark.format_stage_profile(benchmark.stage_profile("resnet50_fdconv", args.batch_size,
                                                                    args.image_size, args.repeats)))
@@ -78,12 +101,13 @@ def run(args: argparse.Namespace) -> int:
         log(benchmark.format_stage_profile(benchmark.stage_profile("resnet50_fdconv", 1, args.image_size,
                                                                    args.repeats)))
         log("\n## The floor: only the inverse FFTs of resnet50_fdconv's per-sample kernels, one sample")
-        plain_b1 = next((r["plain"]["infer_b1"].ms for r in network_rows if r["model"] == "resnet50"), None)
-        if plain_b1 is None:   # resnet50 not in the network table: measure it here
+        plain_b1 = next((r["plain"]["infer_b1"].ms for r in network_rows
+                         if r["model"] == "resnet50" and args.amp is None), None)
+        if plain_b1 is None:   # resnet50 not in the (float32) network table: measure it here
             plain_b1 = benchmark.measure_network("resnet50", "infer", 1, args.image_size, max(args.repeats, 5),
                                                  args.threads).ms
         log(benchmark.format_fft_floor(benchmark.fft_floor("resnet50_fdconv", max(args.repeats, 5)), plain_b1))
-    if not args.skip_layers:
+    if not args.skip_layers and on_cpu:
         log(f"\n## ResNet-50 layer shapes, batch {args.batch_size} (saved = bytes autograd keeps for backward)")
         rows = benchmark.layer_table(args.batch_size, not args.skip_reference, args.repeats)
         log(benchmark.format_layer_table(rows, args.batch_size))

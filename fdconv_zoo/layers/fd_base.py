@@ -22,6 +22,11 @@ __all__ = ["FDKernelBase", "DynamicKernel", "KernelFactors"]
 #: Below this size the batch is cheaper in one go (Python overhead per sample dominates).
 PER_SAMPLE_SPECTRUM_BYTES = 2 << 20
 
+#: Largest chunk spectrum (bytes, complex64) on an accelerator. The two CPU reasons for one sample at a
+#: time do not hold there (CUDA's caching allocator recycles blocks; caches are not the point), and every
+#: per-sample op is a kernel launch, so chunks are as large as this bound on their temporaries allows.
+ACCELERATOR_CHUNK_SPECTRUM_BYTES = 256 << 20
+
 # Set by ``from_conv``/``from_linear``, which overwrite the spectrum at once: skips a Kaiming
 # init and its FFT (per layer, as large as the conversion itself).
 _SKIP_WEIGHT_INIT: contextvars.ContextVar[bool] = contextvars.ContextVar("fd_skip_weight_init", default=False)
@@ -179,16 +184,19 @@ class FDKernelBase(nn.Module):
     def _recomputing(self) -> bool:
         return self.recompute_kernel and self.training and torch.is_grad_enabled()
 
-    def _samples_per_chunk(self, batch: int) -> int:
+    def _samples_per_chunk(self, batch: int, device: torch.device) -> int:
         rows, half = self.dft_weight.shape[1:3]
-        return 1 if rows * half * 8 >= PER_SAMPLE_SPECTRUM_BYTES else max(batch, 1)
+        spectrum_bytes = rows * half * 8
+        if device.type != "cpu":
+            return max(1, min(batch, ACCELERATOR_CHUNK_SPECTRUM_BYTES // spectrum_bytes))
+        return 1 if spectrum_bytes >= PER_SAMPLE_SPECTRUM_BYTES else max(batch, 1)
 
     def _apply_in_chunks(self, apply: Callable[..., Tensor], inputs: Tensor, factors: KernelFactors,
                          *args) -> Tensor:
         """``apply(inputs, factors, *args)`` over batch chunks (see ``PER_SAMPLE_SPECTRUM_BYTES``), each
         checkpointed when ``recompute_kernel`` is on, so backward also holds one chunk's kernel at a time."""
         batch = inputs.shape[0]
-        step = self._samples_per_chunk(batch)
+        step = self._samples_per_chunk(batch, inputs.device)
         recompute = self._recomputing()
         if step >= batch:   # one chunk: no slicing, whose backward zero-fills a copy
             chunks = [(inputs, factors)]
