@@ -33,7 +33,8 @@ def test_bench_floor_reuses_the_network_tables_plain_b1(monkeypatch, capsys: pyt
 
     monkeypatch.setattr(benchmark, "measure_network", fake_measure)
     monkeypatch.setattr(benchmark, "stage_profile", lambda *args: {"total": 1.0})
-    monkeypatch.setattr(benchmark, "format_stage_profile", lambda profile: "")
+    monkeypatch.setattr(benchmark, "train_stage_profile", lambda *args: {"total": 1.0})
+    monkeypatch.setattr(benchmark, "format_stage_profile", lambda profile, per="forward": "")
     monkeypatch.setattr(benchmark, "fft_floor", lambda *args: [
         {"rows": 8, "cols": 8, "layers": 2, "ms": 25.0, "total_ms": 50.0}])
     assert main(["bench", "--models", "resnet50", "--repeats", "1", "--skip-layers"]) == 0
@@ -117,3 +118,15 @@ def test_bench_worker_measures_an_autocast_training_step() -> None:
     result = _worker({"model": "resnet18_fdconv", "mode": "train", "batch": 2, "size": 32, "repeats": 1,
                       "amp": "bf16", "kwargs": {"num_classes": 4}})
     assert result["ms"] > 0 and result["peak_mib"] >= 0
+
+
+def test_train_stage_profile_splits_a_real_step() -> None:
+    """The training split reads the custom Functions' forward and backward events; each FD stage ran, and the
+    stages with the rest add up to the profiled step."""
+    from fdconv_zoo.benchmark import train_stage_profile
+
+    profile = train_stage_profile("resnet18_fdconv", batch_size=2, image_size=32)
+    stages = [key for key in profile if key != "total" and not key.startswith("rest")]
+    assert len(stages) == 4 and all(profile[key] > 0 for key in stages), profile
+    assert abs(sum(v for k, v in profile.items() if k != "total") - profile["total"]) < 1e-6 * profile["total"] + 1e-6
+    assert profile["total"] > sum(profile[key] for key in stages)

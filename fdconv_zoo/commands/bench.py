@@ -100,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
         log("\n## same, batch 1")
         log(benchmark.format_stage_profile(benchmark.stage_profile("resnet50_fdconv", 1, args.image_size,
                                                                    args.repeats)))
+        log(f"\n## resnet50_fdconv training step, batch {args.batch_size}: time per FDConv stage (one profiled step)")
+        log(benchmark.format_stage_profile(benchmark.train_stage_profile("resnet50_fdconv", args.batch_size,
+                                                                         args.image_size), per="step"))
         log("\n## The floor: only the inverse FFTs of resnet50_fdconv's per-sample kernels, one sample")
         plain_b1 = next((r["plain"]["infer_b1"].ms for r in network_rows
                          if r["model"] == "resnet50" and args.amp is None), None)
