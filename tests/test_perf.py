@@ -382,3 +382,20 @@ def test_input_changed_in_place_before_backward_is_an_error():
     x.mul_(2)
     with pytest.raises(RuntimeError, match="modified in place"):
         y.sum().backward()
+
+
+@pytest.mark.parametrize("k,size", [(3, 5), (1, 4)])
+def test_frozen_spectrum_gives_the_same_ksm_gradients(k, size):
+    """With dft_weight frozen, the kernel builder's backward skips the FDW kernel's gradient (one kernel-sized
+    temporary less); the local gate's and the gains' parameters get the same gradients."""
+    torch.manual_seed(0)
+    trained = perturb_(FDConv2d(24, 40, k, padding=k // 2, kernel_num=8)).train()
+    frozen = copy.deepcopy(trained)
+    frozen.dft_weight.requires_grad_(False)
+    x = torch.randn(3, 24, size, size)
+    for layer in (trained, frozen):
+        layer(x).square().mean().backward()
+    assert frozen.dft_weight.grad is None
+    for name, p in frozen.named_parameters():
+        if p.requires_grad:
+            assert torch.allclose(p.grad, dict(trained.named_parameters())[name].grad, rtol=1e-4, atol=1e-7), name

@@ -272,11 +272,14 @@ class _ModulatedKernels(torch.autograd.Function):
         grad = grad.reshape(-1, rows, cols)                              # K's dtype; products below are float32
         grads = [None] * 9
         need_spectrum = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
-        d_fdw = grad * gate                                              # the FDW kernel's gradient
+        d_fdw = grad * gate if need_spectrum else None                   # the FDW kernel's gradient
         if ctx.needs_input_grad[2] or ctx.needs_input_grad[3]:
             # d logits = grad * fdw * gate * (1 - gate) = K * (grad - d_fdw), in the gate's own buffer
-            # (backward allocates as few kernel-sized temporaries as it can)
-            d_logits = torch.sub(grad, d_fdw, out=gate).mul_(kernel)
+            # (backward allocates as few kernel-sized temporaries as it can; a frozen spectrum needs no d_fdw)
+            if d_fdw is None:
+                d_logits = gate.neg_().add_(1.0).mul_(grad).mul_(kernel)
+            else:
+                d_logits = torch.sub(grad, d_fdw, out=gate).mul_(kernel)
             ks = local_weight.shape[1]
             if ctx.needs_input_grad[2]:  # the (s, q) diagonal blocks of d_logits @ block_windows^T
                 d_block = torch.matmul(d_logits, _block_windows(windows, k).transpose(1, 2)).sum(0)

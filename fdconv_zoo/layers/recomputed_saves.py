@@ -21,8 +21,9 @@ __all__ = ["saved_as_recomputed"]
 class _Rebuilt:
     """The tensor, recomputed on first use in backward and shared by every saved view of it."""
 
-    def __init__(self, tensor: Tensor, recompute: Callable[[], Tensor], guards: tuple[Tensor, ...]) -> None:
+    def __init__(self, tensor: Tensor, recompute: Callable[[], Tensor], guards: tuple[Tensor, ...], what: str) -> None:
         self._recompute = recompute
+        self._what = what
         self._geometry = (tensor.shape, tensor.stride(), tensor.dtype)
         self._guards = [(t, t._version) for t in guards]
         self._value: Tensor | None = None
@@ -31,8 +32,8 @@ class _Rebuilt:
         if self._value is None:
             if any(t._version != version for t, version in self._guards):
                 raise RuntimeError(
-                    "a tensor that FDConv2d rebuilds in backward (the FBM output) depends on an input that was "
-                    "modified in place after the forward pass; do not modify the layer's input in place before backward"
+                    f"{self._what} is rebuilt in backward from an input that was modified in place after the "
+                    "forward pass; do not modify that input in place before backward"
                 )
             with torch.no_grad():
                 value = self._recompute()
@@ -50,18 +51,19 @@ class _SavedView(NamedTuple):
     offset: int
 
 
-def saved_as_recomputed(tensor: Tensor, recompute: Callable[[], Tensor], guards: tuple[Tensor, ...] = ()
-                        ) -> contextlib.AbstractContextManager:
+def saved_as_recomputed(tensor: Tensor, recompute: Callable[[], Tensor], guards: tuple[Tensor, ...] = (),
+                        what: str = "a tensor saved for backward") -> contextlib.AbstractContextManager:
     """Inside, saved views of ``tensor`` are kept as recipes; backward rebuilds ``tensor`` with ``recompute``.
 
     ``recompute`` must give the same values with the same strides (the same ops on the same inputs do);
-    ``guards`` are its inputs, checked for in-place changes as autograd checks saved tensors. A no-op
+    ``guards`` are its inputs, checked for in-place changes as autograd checks saved tensors, and ``what``
+    names the tensor in that error. A no-op
     under ``torch.compile`` (the compiler plans memory itself, and hooks would break the graph) and
     when grad is off.
     """
     if torch.compiler.is_compiling() or not torch.is_grad_enabled():
         return contextlib.nullcontext()
-    source = _Rebuilt(tensor, recompute, guards)
+    source = _Rebuilt(tensor, recompute, guards, what)
     # plain values only: autograd keeps the hooks with every saved tensor, and a closure over ``tensor``
     # would keep the very storage alive that this is meant to free
     storage, offset, dtype = tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tensor.dtype
