@@ -399,3 +399,28 @@ def test_frozen_spectrum_gives_the_same_ksm_gradients(k, size):
     for name, p in frozen.named_parameters():
         if p.requires_grad:
             assert torch.allclose(p.grad, dict(trained.named_parameters())[name].grad, rtol=1e-4, atol=1e-7), name
+
+
+@pytest.mark.parametrize("size", [8, 3], ids=["conv", "unfold"])
+def test_a_checkpoint_around_the_layer_keeps_what_it_drops(size):
+    """Inside a non-reentrant checkpoint (timm's block checkpointing), FDConv2d's own saved-tensor hooks must
+    stay out of the way: torch applies only the innermost hooks, and ours kept the per-sample kernel (and
+    everything else the convolution saves) that the checkpoint meant to drop."""
+    from torch.utils.checkpoint import checkpoint
+
+    torch.manual_seed(0)
+    layer = perturb_(FDConv2d(48, 64, 3, padding=1, kernel_num=8)).train()
+    x = torch.randn(4, 48, size, size)
+    plain = _outputs_and_grads(layer, x)
+    layer.zero_grad(set_to_none=True)
+    xc = x.clone().requires_grad_()
+    y = checkpoint(layer, xc, use_reentrant=False)
+    y.square().mean().backward()
+    assert torch.equal(y.detach(), plain[0])
+    assert torch.allclose(xc.grad, plain[1], rtol=1e-5, atol=1e-7)
+    for name, p in layer.named_parameters():
+        assert torch.allclose(p.grad, plain[2][name], rtol=1e-5, atol=1e-7), name
+    kernel_bytes = 4 * 64 * 48 * 9 * 4
+    input_and_output = x.numel() * 4 + y.numel() * 4     # the checkpoint keeps its input; the output is returned
+    live = _live_bytes_after(lambda: checkpoint(layer, x.clone().requires_grad_(), use_reentrant=False))
+    assert live < input_and_output + kernel_bytes / 10, (live, input_and_output, kernel_bytes)

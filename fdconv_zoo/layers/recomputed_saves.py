@@ -51,17 +51,24 @@ class _SavedView(NamedTuple):
     offset: int
 
 
+def _outer_hooks_active() -> bool:
+    """Whether saved-tensor hooks are already open (torch keeps only the innermost pair in effect)."""
+    return torch._C._autograd._top_saved_tensors_default_hooks(False) is not None
+
+
 def saved_as_recomputed(tensor: Tensor, recompute: Callable[[], Tensor], guards: tuple[Tensor, ...] = (),
                         what: str = "a tensor saved for backward") -> contextlib.AbstractContextManager:
     """Inside, saved views of ``tensor`` are kept as recipes; backward rebuilds ``tensor`` with ``recompute``.
 
     ``recompute`` must give the same values with the same strides (the same ops on the same inputs do);
     ``guards`` are its inputs, checked for in-place changes as autograd checks saved tensors, and ``what``
-    names the tensor in that error. A no-op
-    under ``torch.compile`` (the compiler plans memory itself, and hooks would break the graph) and
-    when grad is off.
+    names the tensor in that error. A no-op under ``torch.compile`` (the compiler plans memory itself, and
+    hooks would break the graph), when grad is off, and under another tool's saved-tensor hooks (a
+    non-reentrant checkpoint such as timm's block checkpointing, ``save_on_cpu``). That tool then owns
+    what is saved: hooks opened inside replace the outer ones, so ours would keep every other saved
+    tensor that the checkpoint meant to drop.
     """
-    if torch.compiler.is_compiling() or not torch.is_grad_enabled():
+    if torch.compiler.is_compiling() or not torch.is_grad_enabled() or _outer_hooks_active():
         return contextlib.nullcontext()
     source = _Rebuilt(tensor, recompute, guards, what)
     # plain values only: autograd keeps the hooks with every saved tensor, and a closure over ``tensor``
