@@ -52,8 +52,12 @@ class _SavedView(NamedTuple):
 
 
 def _outer_hooks_active() -> bool:
-    """Whether saved-tensor hooks are already open (torch keeps only the innermost pair in effect)."""
-    return torch._C._autograd._top_saved_tensors_default_hooks(False) is not None
+    """Whether saved-tensor hooks are already open (torch keeps only the innermost pair in effect).
+
+    A private torch query; where it is missing, answer yes: standing aside only costs the memory saving.
+    """
+    top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+    return top is None or top(False) is not None
 
 
 def saved_as_recomputed(tensor: Tensor, recompute: Callable[[], Tensor], guards: tuple[Tensor, ...] = (),
