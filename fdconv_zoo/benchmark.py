@@ -8,8 +8,12 @@ fresh process per measurement keeps one run's allocator state and high-water mar
 into the next, which an in-process RSS reading after warm-up cannot do. Plain and FDConv runs
 are interleaved so machine load affects both; every time is a median of ``repeats`` steps.
 
-Layer-level memory is the bytes autograd saves for backward (distinct storages, via
-``saved_tensors_hooks``): exact and deterministic, unlike process RSS for sub-100 MB tensors.
+Layer-level memory is the bytes a forward allocates and leaves alive besides its output: what autograd
+keeps for backward beyond the input and weights (:func:`live_bytes_after`, from the profiler's allocation
+records; a plain convolution keeps nothing more). Exact and deterministic, unlike
+process RSS for sub-100 MB tensors. It is not counted with ``saved_tensors_hooks``: torch applies only the
+innermost hooks, so hooks around a layer see nothing that FDConv2d's own hooks handle, and FDConv2d drops
+its own hooks under someone else's (``layers/recomputed_saves.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from torch import nn
 
 __all__ = [
     "RESNET50_LAYER_SHAPES", "DEFAULT_MODELS", "AMP_DTYPES", "Measurement", "check_device", "measure_network",
-    "network_table", "layer_table", "stage_profile", "train_stage_profile", "format_network_table",
+    "network_table", "layer_table", "live_bytes_after", "stage_profile", "train_stage_profile", "format_network_table",
     "format_layer_table",
     "format_stage_profile", "fft_floor", "format_fft_floor",
 ]
@@ -248,21 +252,30 @@ def format_network_table(rows: list[dict], batch_size: int = 8) -> str:
 # Layer table
 
 
-def _saved_for_backward_mib(fn: Callable[[], object]) -> float:
-    storages: dict[int, int] = {}
+def live_bytes_after(fn: Callable[[], object]) -> int:
+    """CPU bytes allocated while ``fn`` runs and still alive when it returns: its result and what autograd keeps."""
+    from torch.profiler import ProfilerActivity, profile
 
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         out = fn()
-    del out
-    return sum(storages.values()) / 2**20
+    del out   # after the profiler stopped: its allocations stay counted as live
+    return sum(e.self_cpu_memory_usage for e in prof.events())
+
+
+def _kept_for_backward_mib(fn: Callable[[], torch.Tensor]) -> float:
+    """:func:`live_bytes_after` minus the output's own bytes, in MiB."""
+    sizes: list[int] = []
+
+    def run() -> torch.Tensor:
+        out = fn()
+        sizes.append(out.untyped_storage().nbytes())
+        return out
+
+    return (live_bytes_after(run) - sizes[0]) / 2**20
 
 
 def layer_table(batch_size: int = 8, with_reference: bool = True, repeats: int = 3) -> list[dict]:
-    """Per ResNet-50 layer shape: forward, forward+backward, saved-for-backward MiB of Conv2d, FDConv2d, reference."""
+    """Per ResNet-50 layer shape: forward, forward+backward, kept-for-backward MiB of Conv2d, FDConv2d, reference."""
     from .layers.fdconv import FDConv2d
     from .reference import reference_forward
 
@@ -285,7 +298,7 @@ def layer_table(batch_size: int = 8, with_reference: bool = True, repeats: int =
 
             row[f"{label}_fwd"] = _median_ms(infer, reps)
             row[f"{label}_train"] = _median_ms(lambda f=fn, t=xg: f(t).square().mean().backward(), reps)
-            row[f"{label}_saved"] = _saved_for_backward_mib(lambda f=fn, t=xg: f(t))
+            row[f"{label}_saved"] = _kept_for_backward_mib(lambda f=fn, t=xg: f(t))
         rows.append(row)
     return rows
 

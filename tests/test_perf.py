@@ -11,18 +11,9 @@ from test_layers import perturb_
 
 import fdconv_zoo  # noqa: F401  (registers the *_fdconv models)
 from fdconv_zoo import FDConv2d, FDLinear
+from fdconv_zoo.benchmark import live_bytes_after as _live_bytes_after
 from fdconv_zoo.layers.fbm import low_pass_list, low_pass_masks
 from fdconv_zoo.testing import max_relative_error
-
-
-def _live_bytes_after(fn) -> int:
-    """CPU bytes allocated while ``fn`` runs and still alive when it returns (its output and autograd graph)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        out = fn()
-    del out   # after the profiler stopped: its allocations stay counted as live
-    return sum(e.self_cpu_memory_usage for e in prof.events())
 
 
 def _largest_operand(fn, *ops: str) -> int:
@@ -424,3 +415,16 @@ def test_a_checkpoint_around_the_layer_keeps_what_it_drops(size):
     input_and_output = x.numel() * 4 + y.numel() * 4     # the checkpoint keeps its input; the output is returned
     live = _live_bytes_after(lambda: checkpoint(layer, x.clone().requires_grad_(), use_reentrant=False))
     assert live < input_and_output + kernel_bytes / 10, (live, input_and_output, kernel_bytes)
+
+
+def test_layer_table_memory_sees_the_3x3_kernel():
+    """The bench's per-layer memory column: saved-tensor hooks around an FDConv2d saw nothing its own hooks
+    handled (the 3x3 kernel read as ~2% of its size); live bytes see the per-sample kernels."""
+    from fdconv_zoo.benchmark import _kept_for_backward_mib
+
+    layer = perturb_(FDConv2d(48, 64, 3, padding=1, kernel_num=8)).train()
+    x = torch.randn(2, 48, 4, 4, requires_grad=True)
+    kernels = 2 * 64 * 48 * 9 * 4
+    assert _kept_for_backward_mib(lambda: layer(x)) * 2**20 >= kernels
+    conv = torch.nn.Conv2d(48, 64, 3, padding=1)
+    assert _kept_for_backward_mib(lambda: conv(x)) == 0     # input and weight exist already: nothing new kept

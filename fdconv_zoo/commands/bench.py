@@ -111,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
                                                  args.threads).ms
         log(benchmark.format_fft_floor(benchmark.fft_floor("resnet50_fdconv", max(args.repeats, 5)), plain_b1))
     if not args.skip_layers and on_cpu:
-        log(f"\n## ResNet-50 layer shapes, batch {args.batch_size} (saved = bytes autograd keeps for backward)")
+        log(f"\n## ResNet-50 layer shapes, batch {args.batch_size} (saved = what a forward allocates and leaves "
+            "alive besides its output: what backward keeps beyond the input and weights)")
         rows = benchmark.layer_table(args.batch_size, not args.skip_reference, args.repeats)
         log(benchmark.format_layer_table(rows, args.batch_size))
     return 0
