@@ -153,7 +153,7 @@ class FDConv2d(FDKernelBase):
             modulated = self.FBM(x)
             # the convolution's backward needs the FBM output: rebuild it there (small GEMMs), do not store it
             with saved_as_recomputed(modulated, functools.partial(self.FBM.modulate, x), guards=(x,),
-                                     what=f"the FBM output of {self._describe()}"):
+                                     describe=lambda: f"the FBM output of {self._describe()}"):
                 y = self._apply_in_chunks(self._apply_kernel, modulated, factors, channels_last)
         if channels_last:
             y = y.contiguous(memory_format=torch.channels_last)

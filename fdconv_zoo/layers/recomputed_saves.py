@@ -21,9 +21,10 @@ __all__ = ["saved_as_recomputed"]
 class _Rebuilt:
     """The tensor, recomputed on first use in backward and shared by every saved view of it."""
 
-    def __init__(self, tensor: Tensor, recompute: Callable[[], Tensor], guards: tuple[Tensor, ...], what: str) -> None:
+    def __init__(self, tensor: Tensor, recompute: Callable[[], Tensor], guards: tuple[Tensor, ...],
+                 describe: Callable[[], str]) -> None:
         self._recompute = recompute
-        self._what = what
+        self._describe = describe
         self._geometry = (tensor.shape, tensor.stride(), tensor.dtype)
         self._guards = [(t, t._version) for t in guards]
         self._value: Tensor | None = None
@@ -32,7 +33,7 @@ class _Rebuilt:
         if self._value is None:
             if any(t._version != version for t, version in self._guards):
                 raise RuntimeError(
-                    f"{self._what} is rebuilt in backward from an input that was modified in place after the "
+                    f"{self._describe()} is rebuilt in backward from an input that was modified in place after the "
                     "forward pass; do not modify that input in place before backward"
                 )
             with torch.no_grad():
@@ -61,20 +62,21 @@ def _outer_hooks_active() -> bool:
 
 
 def saved_as_recomputed(tensor: Tensor, recompute: Callable[[], Tensor], guards: tuple[Tensor, ...] = (),
-                        what: str = "a tensor saved for backward") -> contextlib.AbstractContextManager:
+                        describe: Callable[[], str] = lambda: "a tensor saved for backward"
+                        ) -> contextlib.AbstractContextManager:
     """Inside, saved views of ``tensor`` are kept as recipes; backward rebuilds ``tensor`` with ``recompute``.
 
     ``recompute`` must give the same values with the same strides (the same ops on the same inputs do);
-    ``guards`` are its inputs, checked for in-place changes as autograd checks saved tensors, and ``what``
-    names the tensor in that error. A no-op under ``torch.compile`` (the compiler plans memory itself, and
-    hooks would break the graph), when grad is off, and under another tool's saved-tensor hooks (a
-    non-reentrant checkpoint such as timm's block checkpointing, ``save_on_cpu``). That tool then owns
-    what is saved: hooks opened inside replace the outer ones, so ours would keep every other saved
-    tensor that the checkpoint meant to drop.
+    ``guards`` are its inputs, checked for in-place changes as autograd checks saved tensors, and ``describe``
+    names the tensor in that error (called only then: no message is built on the hot path). A no-op under
+    ``torch.compile`` (the compiler plans memory itself, and hooks would break the graph), when grad is off,
+    and under another tool's saved-tensor hooks (a non-reentrant checkpoint such as timm's block
+    checkpointing, ``save_on_cpu``). That tool then owns what is saved: hooks opened inside replace the
+    outer ones, so ours would keep every other saved tensor that the checkpoint meant to drop.
     """
     if torch.compiler.is_compiling() or not torch.is_grad_enabled() or _outer_hooks_active():
         return contextlib.nullcontext()
-    source = _Rebuilt(tensor, recompute, guards, what)
+    source = _Rebuilt(tensor, recompute, guards, describe)
     # plain values only: autograd keeps the hooks with every saved tensor, and a closure over ``tensor``
     # would keep the very storage alive that this is meant to free
     storage, offset, dtype = tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tensor.dtype
