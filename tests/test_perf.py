@@ -2,6 +2,9 @@
 torch.compile without graph breaks, AMP with float32 FFTs, exact separable FBM, block checkpointing."""
 
 import copy
+import subprocess
+import sys
+import textwrap
 
 import pytest
 import timm
@@ -373,6 +376,23 @@ def test_input_changed_in_place_before_backward_is_an_error():
     x.mul_(2)
     with pytest.raises(RuntimeError, match="modified in place"):
         y.sum().backward()
+
+
+def test_a_process_whose_backward_failed_exits_cleanly():
+    """torch keeps a failed backward's pending nodes until the next backward; with our saved-tensor hooks on
+    them, the process used to segfault at exit (rc 139) after printing the error."""
+    script = textwrap.dedent("""
+        import torch
+        from fdconv_zoo import FDConv2d
+        layer = FDConv2d(8, 8, 3, padding=1, kernel_num=4).train()
+        x = torch.randn(2, 8, 6, 6)
+        y = layer(x)
+        x.mul_(2)
+        y.sum().backward()
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert "modified in place" in done.stderr
+    assert done.returncode == 1, (done.returncode, done.stderr[-2000:])
 
 
 @pytest.mark.parametrize("k,size", [(3, 5), (1, 4)])

@@ -8,7 +8,9 @@ convolution keeps (an input-sized copy per 3x3 layer); rebuilding it takes FBM's
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -61,6 +63,27 @@ def _outer_hooks_active() -> bool:
     return top is None or top(False) is not None
 
 
+@functools.cache
+def _release_failed_backward_at_exit() -> None:
+    """Once per process: run one trivial backward at exit.
+
+    torch keeps the pending nodes of a backward that raised (an in-place error here, an out-of-memory
+    error anywhere) in a thread-local queue until the next backward on that thread. When their saved
+    tensors carry Python hooks, as ours do, that queue is destroyed after the interpreter and the
+    process segfaults at exit. A pure-torch branching graph with a raising unpack hook does the same.
+    The next backward releases them.
+    """
+    atexit.register(_run_trivial_backward)
+
+
+def _run_trivial_backward() -> None:
+    try:
+        with torch.enable_grad():
+            torch.ones((), requires_grad=True).mul(1.0).backward()
+    except Exception:  # noqa: BLE001 - at exit, nothing is left to report to
+        pass
+
+
 def saved_as_recomputed(tensor: Tensor, recompute: Callable[[], Tensor], guards: tuple[Tensor, ...] = (),
                         describe: Callable[[], str] = lambda: "a tensor saved for backward"
                         ) -> contextlib.AbstractContextManager:
@@ -76,6 +99,7 @@ def saved_as_recomputed(tensor: Tensor, recompute: Callable[[], Tensor], guards:
     """
     if torch.compiler.is_compiling() or not torch.is_grad_enabled() or _outer_hooks_active():
         return contextlib.nullcontext()
+    _release_failed_backward_at_exit()
     source = _Rebuilt(tensor, recompute, guards, describe)
     # plain values only: autograd keeps the hooks with every saved tensor, and a closure over ``tensor``
     # would keep the very storage alive that this is meant to free
