@@ -5,6 +5,7 @@ import torch
 
 from fdconv_zoo import FDConv2d, FDLinear
 from fdconv_zoo.analysis import band_decomposition, basis_cosine_similarity, basis_kernels
+from fdconv_zoo.layers import fdw
 from fdconv_zoo.layers.fdw import conjugate_pairs, dft_to_weight, frequency_group_ids, weight_to_dft
 from fdconv_zoo.reference import reference_group_members
 
@@ -48,6 +49,28 @@ def test_too_many_groups_for_the_distinct_frequencies():
 def test_too_many_groups_is_a_clear_error():
     with pytest.raises(ValueError, match=r"kernel_num=500 .*use kernel_num <= 84"):
         FDConv2d(4, 4, 3, kernel_num=500)
+
+
+@pytest.mark.parametrize("shape", [(1, 37, 24), (3, 37, 24), (2, 5, 8)])
+def test_banded_transpose_is_the_transpose(monkeypatch, shape):
+    """Large spectra are transposed in bands of source rows (cache-friendly); the bands (7 rows here: the
+    last one short) must tile the result exactly."""
+    monkeypatch.setattr(fdw, "BANDED_TRANSPOSE_MIN_BYTES", 1024)
+    monkeypatch.setattr(fdw, "TRANSPOSE_BAND_BYTES", 7 * 24 * 8)
+    x = torch.randn(*shape, dtype=torch.complex64)
+    assert torch.equal(fdw._transposed(x), x.transpose(-1, -2).contiguous())
+    assert fdw._transposed(x).is_contiguous()
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_gain_map_is_the_same_for_int32_and_int64_ids(batch):
+    """FDConv layers keep their group ids in int32 (half the bytes to gather); the map must not change."""
+    ids = frequency_group_ids(24, 33, 8)
+    gains = torch.rand(batch, 8)
+    wide, narrow = fdw._gain_map(gains, ids, 2.0), fdw._gain_map(gains, ids.int(), 2.0)
+    assert narrow.is_complex() and torch.equal(wide, narrow)
+    assert torch.equal(wide.real, 2.0 * gains[:, ids]) and not wide.imag.any()
+    assert FDConv2d(8, 11, 3, kernel_num=8).group_ids.dtype == torch.int32
 
 
 def test_weight_dft_round_trip():

@@ -105,8 +105,9 @@ class FDKernelBase(nn.Module):
             group_ids = frequency_group_ids(rows, cols, kernel_num)
         except ValueError as err:
             raise ValueError(f"{self._describe(k)}: {err}") from None
-        # int64: backward's index_add_ runs ~60x slower with int32, and converting per call costs a pass
-        self.register_buffer("group_ids", group_ids.to(device), persistent=False)
+        # int32: the per-sample gain-map gather reads half the index bytes, and the buffer is half the size
+        # (about the size of dft_weight in int64); backward's index_add_ converts (int32 there is ~60x slower)
+        self.register_buffer("group_ids", group_ids.to(device=device, dtype=torch.int32), persistent=False)
         self.dft_weight = nn.Parameter(torch.empty(1, rows, cols // 2 + 1, 2, **dd))
         self.bias = nn.Parameter(torch.zeros(out_channels, **dd)) if bias else None
         self.KSM_Global = KSMGlobal(in_channels, out_channels, k, kernel_num, temperature,
