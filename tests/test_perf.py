@@ -118,8 +118,13 @@ def test_autocast_forward_has_no_graph_breaks(make, shape):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("per_sample", [False, True], ids=["batched", "per-sample"])
 @pytest.mark.parametrize("size", [8, 3], ids=["conv", "unfold"])
-def test_compiled_matches_eager_forward_and_backward(size):
+def test_compiled_matches_eager_forward_and_backward(size, per_sample, monkeypatch):
+    """Per-sample chunks (how large layers run on the CPU) take other paths in the kernel builder's backward."""
+    if per_sample:
+        import fdconv_zoo.layers.fd_base as fd_base
+        monkeypatch.setattr(fd_base, "PER_SAMPLE_SPECTRUM_BYTES", 0)
     torch.manual_seed(0)
     fd = perturb_(FDConv2d(24, 32, 3, padding=1, kernel_num=8)).train()
     compiled = torch.compile(copy.deepcopy(fd))
