@@ -106,7 +106,7 @@ class FDKernelBase(nn.Module):
         except ValueError as err:
             raise ValueError(f"{self._describe(k)}: {err}") from None
         # int32: the per-sample gain-map gather reads half the index bytes, and the buffer is half the size
-        # (about the size of dft_weight in int64); backward's index_add_ converts (int32 there is ~60x slower)
+        # (int64 is about the size of dft_weight); where backward uses index_add_, it converts (fdw._group_sums)
         self.register_buffer("group_ids", group_ids.to(device=device, dtype=torch.int32), persistent=False)
         self.dft_weight = nn.Parameter(torch.empty(1, rows, cols // 2 + 1, 2, **dd))
         self.bias = nn.Parameter(torch.zeros(out_channels, **dd)) if bias else None
