@@ -34,8 +34,7 @@ from torch import nn
 __all__ = [
     "RESNET50_LAYER_SHAPES", "DEFAULT_MODELS", "AMP_DTYPES", "Measurement", "check_device", "measure_network",
     "network_table", "layer_table", "live_bytes_after", "stage_profile", "train_stage_profile", "format_network_table",
-    "format_layer_table",
-    "format_stage_profile", "fft_floor", "format_fft_floor",
+    "format_layer_table", "format_stage_profile", "fft_floor", "format_fft_floor",
 ]
 
 DEFAULT_MODELS = ["resnet50", "convnext_tiny", "swin_tiny_patch4_window7_224"]
