@@ -4,7 +4,7 @@ scaled copy of the kernel or the tokens kept for backward."""
 import pytest
 import torch
 
-from fdconv_zoo.layers.per_sample_gemm import tokens_times_kernel
+from fdconv_zoo.layers.per_sample_gemm import OUTPUT_KEPT_ABOVE, tokens_times_kernel
 
 
 def _reference(tokens, kernel, bias):
@@ -72,9 +72,11 @@ def _factored_reference(tokens, kernel, bias, in_scale, out_scale, channels_firs
     return y.transpose(1, 2) if channels_first else y
 
 
-# tokens T against O and I: each factor goes on the kernel when the kernel is the smaller operand
+# tokens T against O and I: each factor goes on the kernel when the kernel is the smaller operand; an output
+# factor on the output has its gradient from the kept output only when the kernel is much larger (I > 2 T)
 PLACEMENTS = {"both_on_kernel": (9, 4, 3), "both_on_tokens": (2, 4, 3), "in_on_kernel": (4, 5, 3),
-              "out_on_kernel": (4, 3, 5)}   # (T, I, O)
+              "out_on_kernel": (4, 3, 5), "output_kept": (2, 5, 3), "in_on_kernel_output_kept": (4, 9, 3)}
+# (T, I, O)
 
 
 @pytest.mark.parametrize("placement", PLACEMENTS)
@@ -100,7 +102,8 @@ def test_factors_match_autograd_on_every_placement(placement, channels_first, ke
 @pytest.mark.parametrize("placement", PLACEMENTS)
 def test_backward_keeps_no_scaled_copy(placement):
     """Only the unscaled tokens and kernel (shared with their producers), the factors and, with the output
-    factor on the output, the GEMM's output are saved: never ``kernel * factor`` or ``tokens * factor``."""
+    factor on the output of a much larger kernel, the GEMM's output are saved: never ``kernel * factor`` or
+    ``tokens * factor``."""
     count, cin, cout = PLACEMENTS[placement]
     tokens = torch.randn(2, count, cin, requires_grad=True)
     kernel = torch.randn(2, cout, cin, requires_grad=True)
@@ -110,5 +113,5 @@ def test_backward_keeps_no_scaled_copy(placement):
         y = tokens_times_kernel(tokens, kernel, None, *factors)
     inputs = {t.untyped_storage().data_ptr() for t in (tokens, kernel, *factors)}
     extra = [tuple(t.shape) for t in saved if t.untyped_storage().data_ptr() not in inputs]
-    out_on_output = cin >= count
-    assert extra == ([tuple(y.shape)] if out_on_output else []), extra
+    output_kept = cin > OUTPUT_KEPT_ABOVE * count
+    assert extra == ([tuple(y.shape)] if output_kept else []), extra

@@ -20,6 +20,11 @@ from torch.autograd.function import once_differentiable
 
 __all__ = ["autocast_gemm_dtype", "tokens_times_kernel"]
 
+#: With the output factor on the output, backward needs ``sum_t grad * (x @ K^T)`` for its gradient. Where
+#: the kernel is more than this many times the output (``I > 2 T``), the GEMM's output is kept for that
+#: (output-sized memory); otherwise it comes from the kernel gradient at the cost of two kernel-sized passes.
+OUTPUT_KEPT_ABOVE = 2
+
 
 def autocast_gemm_dtype(x: Tensor) -> torch.dtype:
     """The dtype autocast would give a GEMM on ``x`` (``x``'s own outside autocast), for custom Functions
@@ -60,27 +65,30 @@ class _ScaledKernelGemm(torch.autograd.Function):
         count, (out_features, in_features) = tokens.shape[1], kernel.shape[1:]
         in_on_kernel = in_scale is not None and out_features < count    # kernel (O x I) smaller than tokens (T x I)
         out_on_kernel = out_scale is not None and in_features < count    # kernel smaller than the output (T x O)
+        scale_output = out_scale is not None and not out_on_kernel
+        # the output factor's gradient: from the kept GEMM output, or from the kernel's gradient (see backward)
+        keep_output = scale_output and in_features > OUTPUT_KEPT_ABOVE * count
         with torch.autocast(tokens.device.type, enabled=False):
             operand = tokens if in_scale is None or in_on_kernel else tokens * in_scale[:, None, :]
             weight = _scaled_kernel(kernel, in_scale if in_on_kernel else None, out_scale if out_on_kernel else None)
-            scale_output = out_scale is not None and not out_on_kernel
             fused_bias = None if bias is None or scale_output else bias.to(dtype)
             y = _gemm(operand.to(dtype), weight.to(dtype), fused_bias, channels_first)
-            unscaled = None
-            if scale_output:   # keep the GEMM's output for the factor's gradient; output-sized, as autograd does
-                unscaled = y
-                y = y * _per_output(out_scale.to(dtype), channels_first)
+            unscaled = y if keep_output else None
+            if scale_output:
+                out = _per_output(out_scale.to(dtype), channels_first)
+                y = y * out if keep_output else y.mul_(out)
                 if bias is not None:
                     y.add_(_per_output(bias.to(dtype), channels_first))
         ctx.save_for_backward(tokens, kernel, in_scale, out_scale, unscaled)
-        ctx.meta = (dtype, in_on_kernel, out_on_kernel, channels_first, None if bias is None else bias.dtype)
+        ctx.meta = (dtype, in_on_kernel, out_on_kernel, scale_output, channels_first,
+                    None if bias is None else bias.dtype)
         return y
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
         tokens, kernel, in_scale, out_scale, unscaled = ctx.saved_tensors
-        dtype, in_on_kernel, out_on_kernel, channels_first, bias_dtype = ctx.meta
+        dtype, in_on_kernel, out_on_kernel, scale_output, channels_first, bias_dtype = ctx.meta
         need_tokens, need_kernel, need_bias, need_in, need_out = ctx.needs_input_grad[:5]
         batch = tokens.shape[0]
         token_axis = -1 if channels_first else -2
@@ -88,16 +96,21 @@ class _ScaledKernelGemm(torch.autograd.Function):
         grad = grad.to(dtype)
         if need_bias:
             grads[2] = grad.sum((0, token_axis)).to(bias_dtype)
-        if unscaled is not None:    # out_scale went on the output
-            if need_out:
+        raw_grad = grad
+        if scale_output:            # out_scale went on the output
+            if need_out and unscaled is not None:
                 grads[4] = (grad * unscaled).sum(token_axis, dtype=out_scale.dtype)
             grad = grad * _per_output(out_scale.to(dtype), channels_first)
         in_on_tokens = in_scale is not None and not in_on_kernel
         kernel_in = in_scale if in_on_kernel else None
-        kernel_out = out_scale if out_on_kernel else None
+        # scaling the output equals scaling the kernel's rows: without the kept output, the kernel-side
+        # gradients below treat out_scale as a kernel factor and give its gradient too
+        out_as_kernel_factor = out_on_kernel or (scale_output and unscaled is None)
+        kernel_out = out_scale if out_as_kernel_factor else None
 
         if need_tokens or (need_in and in_on_tokens):
-            weight = _scaled_kernel(kernel, kernel_in, kernel_out).to(dtype).expand(batch, -1, -1)
+            weight = _scaled_kernel(kernel, kernel_in, out_scale if out_on_kernel else None)
+            weight = weight.to(dtype).expand(batch, -1, -1)
             if channels_first:   # in the tokens' own (transposed) layout
                 d_operand = torch.bmm(weight.transpose(1, 2), grad).transpose(1, 2)
             else:
@@ -114,7 +127,8 @@ class _ScaledKernelGemm(torch.autograd.Function):
         factor_on_kernel_grads = (need_in and kernel_in is not None) or (need_out and kernel_out is not None)
         if need_kernel or factor_on_kernel_grads:
             operand = (tokens * in_scale[:, None, :] if in_on_tokens else tokens).to(dtype)
-            grad_t = grad if channels_first else grad.transpose(1, 2)                   # (B, O, T)
+            kernel_grad = raw_grad if out_as_kernel_factor else grad
+            grad_t = kernel_grad if channels_first else kernel_grad.transpose(1, 2)     # (B, O, T)
             d_weight = torch.bmm(grad_t, operand).to(kernel.dtype)                      # (B, O, I), contiguous
             del operand
             if factor_on_kernel_grads:   # d weight = d kernel * out (x) in; each factor's gradient contracts the rest
