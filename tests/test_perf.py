@@ -67,15 +67,16 @@ def test_input_gradient_needs_no_input_sized_fill_or_division(make, shape, per_s
 
 
 @pytest.mark.parametrize("amp", [None, torch.bfloat16, torch.float16], ids=["fp32", "bf16", "fp16"])
-@pytest.mark.parametrize("k,size", [(3, 4), (1, 4)])
+@pytest.mark.parametrize("k,size", [(3, 4), (1, 4), (3, 12)], ids=["unfold", "1x1", "grouped"])
 def test_backward_keeps_at_most_one_per_sample_kernel(k, size, amp):
     """One per-sample kernel in the GEMM's dtype plus a few activation-sized tensors (output included).
 
     Autograd through the plain ops kept gain map, FDW kernel, local gate, product and FBM bands (~4.5
     kernels here), and two copies of the k*k-times-larger unfolded input (21 maps instead of 4.4).
     Under autocast the float32 kernel and the GEMM's half-precision cast of it were both kept (3 bf16
-    kernels' worth). Live bytes, not saved_tensors_hooks: FDConv2d's own hooks hide what the 3x3
-    convolution saves.
+    kernels' worth). The grouped convolution (maps at least as large as the channel count) kept its own
+    permuted copy of the kernel. Live bytes, not saved_tensors_hooks: FDConv2d's own hooks hide what the
+    3x3 convolution saves.
     """
     cin, cout = 96, 128
     fd = perturb_(FDConv2d(cin, cout, k, padding=k // 2, kernel_num=16)).train()

@@ -187,14 +187,6 @@ class FDConv2d(FDKernelBase):
         kernel_entries = cout * cin * k * k
         fold_input = kernel_entries < cin * height * width
         fold_output = kernel_entries < cout * out_h * out_w
-        kernel = dk.kernel.view(-1, cout, k, cin, k)                   # M layout: (o, p, i, q)
-        if fold_input:
-            in_factor = dk.channel[:, None, :, None]
-            if dk.spatial is not None:
-                in_factor = in_factor * dk.spatial[:, :, None, :]
-            kernel = kernel * in_factor[:, None]
-        if fold_output:
-            kernel = kernel * dk.filter[:, :, None, None, None]
         bias = None if self.bias is None else self.bias.to(x.dtype)   # autocast casts it with the GEMM/conv
         fused_bias = bias if fold_output else None
 
@@ -204,17 +196,41 @@ class FDConv2d(FDKernelBase):
                 in_scale = dk.channel[:, :, None, None].expand(-1, -1, k, k)
                 if dk.spatial is not None:
                     in_scale = in_scale * dk.spatial[:, None]
-            y = unfolded_conv(x, kernel.reshape(-1, cout, k * cin * k), in_scale, fused_bias, k, self.stride,
-                              (top, left), self.dilation, (out_h, out_w), channels_last)
+            kernel = self._folded_kernel(dk, fold_input, fold_output).reshape(-1, cout, k * cin * k)
+            y = unfolded_conv(x, kernel, in_scale, fused_bias, k, self.stride, (top, left), self.dilation,
+                              (out_h, out_w), channels_last)
         else:  # early layers: small kernels, large maps -> one grouped convolution
-            kernel = kernel.permute(0, 1, 3, 2, 4)
-            if not fold_input and dk.spatial is not None:
-                kernel = kernel * dk.spatial[:, None, None]
-            kernel = kernel.expand(batch, -1, -1, -1, -1).reshape(batch * cout, cin, k, k)
+            weight = self._grouped_weight(dk, fold_input, fold_output, batch)
             xs = (x if fold_input else x * dk.channel[:, :, None, None]).reshape(1, batch * cin, height, width)
-            y = F.conv2d(xs, kernel, None if fused_bias is None else fused_bias.repeat(batch), self.stride,
-                         (top, left), self.dilation, groups=batch).view(batch, cout, out_h, out_w)
+            # the convolution's backward needs its weight: a permuted copy of the kernel that autograd keeps
+            # anyway, so rebuild it there (one small pass) instead of keeping a second copy
+            rebuild = functools.partial(self._grouped_weight, dk, fold_input, fold_output, batch)
+            with saved_as_recomputed(weight, rebuild, guards=(dk.kernel,),
+                                     describe=lambda: f"the grouped kernels of {self._describe()}"):
+                y = F.conv2d(xs, weight, None if fused_bias is None else fused_bias.repeat(batch), self.stride,
+                             (top, left), self.dilation, groups=batch).view(batch, cout, out_h, out_w)
         return self._finish(y, dk, bias, fold_output)
+
+    def _folded_kernel(self, dk: DynamicKernel, fold_input: bool, fold_output: bool) -> Tensor:
+        """The per-sample kernel as ``(B, O, k, I, k)`` (M layout), with the factors ``_convolve`` folds into it."""
+        k, cout, cin = self.kernel_size[0], self.out_channels, self.in_channels
+        kernel = dk.kernel.view(-1, cout, k, cin, k)                   # M layout: (o, p, i, q)
+        if fold_input:
+            in_factor = dk.channel[:, None, :, None]
+            if dk.spatial is not None:
+                in_factor = in_factor * dk.spatial[:, :, None, :]
+            kernel = kernel * in_factor[:, None]
+        if fold_output:
+            kernel = kernel * dk.filter[:, :, None, None, None]
+        return kernel
+
+    def _grouped_weight(self, dk: DynamicKernel, fold_input: bool, fold_output: bool, batch: int) -> Tensor:
+        """The weight of the grouped convolution over the batch, ``(B*O, I, k, k)``."""
+        k, cout, cin = self.kernel_size[0], self.out_channels, self.in_channels
+        kernel = self._folded_kernel(dk, fold_input, fold_output).permute(0, 1, 3, 2, 4)
+        if not fold_input and dk.spatial is not None:
+            kernel = kernel * dk.spatial[:, None, None]
+        return kernel.expand(batch, -1, -1, -1, -1).reshape(batch * cout, cin, k, k)
 
     @staticmethod
     def _finish(y: Tensor, dk: DynamicKernel, bias: Tensor | None, filter_done: bool) -> Tensor:

@@ -3,13 +3,17 @@
 ``torch.utils.checkpoint`` recomputes a whole region, including the expensive ops in it. Here only one
 tensor is recomputed: every view of it that autograd saves inside the context is packed as its geometry.
 Backward rebuilds the tensor once, on the first unpack. FDConv2d uses this for the FBM output that its
-convolution keeps (an input-sized copy per 3x3 layer); rebuilding it takes FBM's small GEMMs.
+convolution keeps (an input-sized copy per 3x3 layer), rebuilt with FBM's small GEMMs, and for the
+grouped convolution's copy of the per-sample kernels, rebuilt from the kernels autograd keeps anyway.
+Contexts nest: torch applies only the innermost saved-tensor hooks, so an inner context adds its tensor
+to the hooks of the outer one.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import contextvars
 import functools
 from collections.abc import Callable
 from typing import NamedTuple
@@ -84,6 +88,63 @@ def _run_trivial_backward() -> None:
         pass
 
 
+class _Recipes:
+    """The saved-tensor hooks of the outermost open context, and the tensors they keep as recipes."""
+
+    def __init__(self) -> None:
+        # keyed by storage address: plain values only. Autograd keeps the hooks with every saved tensor, and
+        # a reference to a tensor here would keep alive the very storage this is meant to free.
+        self.sources: dict[int, tuple[_Rebuilt, int, torch.dtype]] = {}
+
+        def pack(saved: Tensor):
+            entry = self.sources.get(saved.untyped_storage().data_ptr())
+            if entry is not None and saved.dtype == entry[2]:
+                return _SavedView(entry[0], saved.size(), saved.stride(), saved.storage_offset() - entry[1])
+            return saved
+
+        self.pack = pack
+
+    @staticmethod
+    def unpack(packed):
+        if isinstance(packed, _SavedView):
+            return packed.source.value().as_strided(packed.size, packed.stride, packed.offset)
+        return packed
+
+    def on_top(self) -> bool:
+        """Whether these hooks are the ones in effect (no other tool opened its own inside them)."""
+        top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+        hooks = None if top is None else top(False)
+        return hooks is not None and hooks[0] is self.pack
+
+    @contextlib.contextmanager
+    def holding(self, tensor: Tensor, source: _Rebuilt):
+        # removed on exit: the storage may be freed afterwards and its address reused by another tensor
+        key = tensor.untyped_storage().data_ptr()
+        if key in self.sources:   # already a recipe: the outer context covers it
+            yield
+            return
+        self.sources[key] = (source, tensor.storage_offset(), tensor.dtype)
+        try:
+            yield
+        finally:
+            del self.sources[key]
+
+
+_OPEN_RECIPES: contextvars.ContextVar[_Recipes | None] = contextvars.ContextVar("fd_open_recipes", default=None)
+
+
+@contextlib.contextmanager
+def _opened(tensor: Tensor, source: _Rebuilt):
+    """New hooks with ``tensor`` as their first recipe, open for the contexts nested inside to join."""
+    recipes = _Recipes()
+    token = _OPEN_RECIPES.set(recipes)
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(recipes.pack, recipes.unpack), recipes.holding(tensor, source):
+            yield
+    finally:
+        _OPEN_RECIPES.reset(token)
+
+
 def saved_as_recomputed(tensor: Tensor, recompute: Callable[[], Tensor], guards: tuple[Tensor, ...] = (),
                         describe: Callable[[], str] = lambda: "a tensor saved for backward"
                         ) -> contextlib.AbstractContextManager:
@@ -95,24 +156,15 @@ def saved_as_recomputed(tensor: Tensor, recompute: Callable[[], Tensor], guards:
     ``torch.compile`` (the compiler plans memory itself, and hooks would break the graph), when grad is off,
     and under another tool's saved-tensor hooks (a non-reentrant checkpoint such as timm's block
     checkpointing, ``save_on_cpu``). That tool then owns what is saved: hooks opened inside replace the
-    outer ones, so ours would keep every other saved tensor that the checkpoint meant to drop.
+    outer ones, so ours would keep every other saved tensor that the checkpoint meant to drop. Inside
+    another ``saved_as_recomputed`` (with no other tool's hooks in between), it joins that one's hooks.
     """
-    if torch.compiler.is_compiling() or not torch.is_grad_enabled() or _outer_hooks_active():
+    if torch.compiler.is_compiling() or not torch.is_grad_enabled():
+        return contextlib.nullcontext()
+    recipes = _OPEN_RECIPES.get()
+    if recipes is not None and recipes.on_top():
+        return recipes.holding(tensor, _Rebuilt(tensor, recompute, guards, describe))
+    if _outer_hooks_active():
         return contextlib.nullcontext()
     _release_failed_backward_at_exit()
-    source = _Rebuilt(tensor, recompute, guards, describe)
-    # plain values only: autograd keeps the hooks with every saved tensor, and a closure over ``tensor``
-    # would keep the very storage alive that this is meant to free
-    storage, offset, dtype = tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tensor.dtype
-
-    def pack(saved: Tensor):
-        if saved.untyped_storage().data_ptr() == storage and saved.dtype == dtype:
-            return _SavedView(source, saved.size(), saved.stride(), saved.storage_offset() - offset)
-        return saved
-
-    def unpack(packed):
-        if isinstance(packed, _SavedView):
-            return packed.source.value().as_strided(packed.size, packed.stride, packed.offset)
-        return packed
-
-    return torch.autograd.graph.saved_tensors_hooks(pack, unpack)
+    return _opened(tensor, _Rebuilt(tensor, recompute, guards, describe))
