@@ -115,3 +115,24 @@ def test_backward_keeps_no_scaled_copy(placement):
     extra = [tuple(t.shape) for t in saved if t.untyped_storage().data_ptr() not in inputs]
     output_kept = cin > OUTPUT_KEPT_ABOVE * count
     assert extra == ([tuple(y.shape)] if output_kept else []), extra
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_half_precision_kernel_with_float32_factors_under_autocast(placement):
+    """The factors' gradients contract the kernel gradient with a bf16 kernel and float32 factors: in float32."""
+    torch.manual_seed(0)
+    count, cin, cout = PLACEMENTS[placement]
+    tokens = torch.randn(2, count, cin, requires_grad=True)
+    kernel = torch.randn(2, cout, cin).bfloat16().requires_grad_()
+    factors = [torch.rand(2, cin, requires_grad=True), torch.rand(2, cout, requires_grad=True)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours = tokens_times_kernel(tokens, kernel, None, *factors)
+    ours.float().square().sum().backward()
+    got = [f.grad for f in factors]
+    for f in factors:
+        f.grad = None
+    ref = _factored_reference(tokens.detach(), kernel.detach().float(), None, *factors, False)
+    ref.square().sum().backward()
+    for g, f in zip(got, factors, strict=True):
+        assert g.dtype == torch.float32
+        assert torch.allclose(g, f.grad, rtol=0.05, atol=0.05 * f.grad.abs().max().item())

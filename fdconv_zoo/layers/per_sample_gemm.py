@@ -132,11 +132,16 @@ class _ScaledKernelGemm(torch.autograd.Function):
             d_weight = torch.bmm(grad_t, operand).to(kernel.dtype)                      # (B, O, I), contiguous
             del operand
             if factor_on_kernel_grads:   # d weight = d kernel * out (x) in; each factor's gradient contracts the rest
-                products = d_weight * kernel
+                work = kernel.dtype   # a half-precision kernel with float32 factors: contract in float32
+                for factor in (kernel_in, kernel_out):
+                    work = work if factor is None else torch.promote_types(work, factor.dtype)
+                products = d_weight.to(work) * kernel
                 if need_out and kernel_out is not None:   # sum_i products[b, o, i] * in[b, i]
-                    grads[4] = products.sum(-1) if kernel_in is None else (products @ kernel_in[:, :, None])[..., 0]
+                    grads[4] = (products.sum(-1) if kernel_in is None
+                                else (products @ kernel_in.to(work)[:, :, None])[..., 0])
                 if need_in and kernel_in is not None:     # sum_o out[b, o] * products[b, o, i]
-                    grads[3] = products.sum(1) if kernel_out is None else (kernel_out[:, None, :] @ products)[:, 0]
+                    grads[3] = (products.sum(1) if kernel_out is None
+                                else (kernel_out.to(work)[:, None, :] @ products)[:, 0])
                 del products
             if need_kernel:
                 if kernel_out is not None:
