@@ -58,13 +58,13 @@ class _SavedView(NamedTuple):
     offset: int
 
 
-def _outer_hooks_active() -> bool:
-    """Whether saved-tensor hooks are already open (torch keeps only the innermost pair in effect).
+def _hooks_in_effect() -> tuple | None:
+    """The ``(pack, unpack)`` saved-tensor hooks in effect (torch keeps only the innermost pair), or None.
 
-    A private torch query; where it is missing, answer yes: standing aside only costs the memory saving.
+    A private torch query; where it is missing, report unknown hooks: standing aside only costs the memory saving.
     """
     top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
-    return top is None or top(False) is not None
+    return (None, None) if top is None else top(False)
 
 
 @functools.cache
@@ -112,8 +112,7 @@ class _Recipes:
 
     def on_top(self) -> bool:
         """Whether these hooks are the ones in effect (no other tool opened its own inside them)."""
-        top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
-        hooks = None if top is None else top(False)
+        hooks = _hooks_in_effect()
         return hooks is not None and hooks[0] is self.pack
 
     @contextlib.contextmanager
@@ -164,7 +163,7 @@ def saved_as_recomputed(tensor: Tensor, recompute: Callable[[], Tensor], guards:
     recipes = _OPEN_RECIPES.get()
     if recipes is not None and recipes.on_top():
         return recipes.holding(tensor, _Rebuilt(tensor, recompute, guards, describe))
-    if _outer_hooks_active():
+    if _hooks_in_effect() is not None:   # another tool's hooks: it owns what is saved
         return contextlib.nullcontext()
     _release_failed_backward_at_exit()
     return _opened(tensor, _Rebuilt(tensor, recompute, guards, describe))
