@@ -220,7 +220,7 @@ def _fdw_kernels(dft: Tensor, gains: Tensor | None, group_ids: Tensor, cols: int
     spectrum = torch.view_as_complex(dft)
     if gains is None:
         spectrum = (spectrum * scale).unsqueeze(0)
-    else:   # in the map's buffer: writing a fresh kernel-sized tensor would first read it into cache
+    else:   # in the map's buffer: one fresh kernel-sized tensor less per sample (bitwise the same)
         spectrum = _gain_map(gains, group_ids, scale).mul_(spectrum)
     return kernel_from_spectrum(spectrum, cols)
 
@@ -346,8 +346,9 @@ class _ModulatedKernels(torch.autograd.Function):
             if gains is None:
                 grads[0] = torch.view_as_real(d_spec.mul_(scale).sum(0, keepdim=True))
             else:
-                # every product here writes into a buffer that backward already holds: a fresh kernel-sized
-                # output costs as much again as the product itself (4.6 -> ~1 ms at 1536 x 769)
+                # both products write into buffers backward already holds, not fresh kernel-sized ones. With
+                # caches flushed that is 4.6-8.5 -> 1.9-2.1 ms at 1536 x 769; in a network most of it moves to
+                # the next fresh allocation (docs/benchmarks.md, session 10)
                 if ctx.needs_input_grad[0]:  # in the gain map's buffer
                     weighted = _gain_map(gains, group_ids, scale).mul_(d_spec)
                     weighted = weighted if weighted.shape[0] == 1 else weighted.sum(0, keepdim=True)
