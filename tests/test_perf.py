@@ -15,7 +15,7 @@ from test_layers import perturb_
 import fdconv_zoo  # noqa: F401  (registers the *_fdconv models)
 from fdconv_zoo import FDConv2d, FDLinear
 from fdconv_zoo.benchmark import live_bytes_after as _live_bytes_after
-from fdconv_zoo.layers.fbm import low_pass_list, low_pass_masks
+from fdconv_zoo.layers.fbm import FrequencyBandModulation, low_pass_list, low_pass_masks
 from fdconv_zoo.testing import max_relative_error
 
 
@@ -353,9 +353,14 @@ def test_kernel_gradient_reaches_the_builder_contiguous(make, shape, channels_la
     assert layouts and all(layouts)
 
 
+@pytest.mark.parametrize("amp", [None, torch.bfloat16], ids=["fp32", "bf16"])
 @pytest.mark.parametrize("size", [8, 3], ids=["conv", "unfold"])
-def test_fbm_output_is_rebuilt_in_backward_not_kept(size, monkeypatch):
-    """The convolution's backward needs the FBM output: it is recomputed there (bitwise the same), not stored."""
+def test_fbm_output_is_rebuilt_in_backward_not_kept(size, amp, monkeypatch):
+    """The convolution's backward needs the FBM output: it is recomputed there (bitwise the same), not stored.
+
+    Under autocast the rebuild runs in the forward's autocast state: it ran in backward's (none), so the
+    gain conv went float32 instead of bfloat16 and the convolution's kernel gradient saw another input.
+    """
     import contextlib
 
     import fdconv_zoo.layers.fdconv as fdconv_module
@@ -363,16 +368,67 @@ def test_fbm_output_is_rebuilt_in_backward_not_kept(size, monkeypatch):
     torch.manual_seed(0)
     layer = perturb_(FDConv2d(24, 40, 3, padding=1, kernel_num=8)).train()
     x = torch.randn(4, 24, size, size)
-    rebuilt = _outputs_and_grads(layer, x)
-    live_rebuilt = _live_bytes_after(lambda: layer(x.detach().requires_grad_()))
+    autocast = torch.autocast("cpu", dtype=amp or torch.bfloat16, enabled=amp is not None)
+
+    def outputs_and_grads():   # backward outside autocast, as in a training loop
+        layer.zero_grad(set_to_none=True)
+        inputs = x.clone().requires_grad_()
+        with autocast:
+            y = layer(inputs)
+        y.float().square().mean().backward()
+        return y.detach(), inputs.grad, {n: p.grad.clone() for n, p in layer.named_parameters()}
+
+    def live_bytes():
+        with autocast:
+            return _live_bytes_after(lambda: layer(x.detach().requires_grad_()))
+
+    rebuilt, live_rebuilt = outputs_and_grads(), live_bytes()
     monkeypatch.setattr(fdconv_module, "saved_as_recomputed", lambda *a, **k: contextlib.nullcontext())
-    layer.zero_grad(set_to_none=True)
-    kept = _outputs_and_grads(layer, x)
-    live_kept = _live_bytes_after(lambda: layer(x.detach().requires_grad_()))
+    kept, live_kept = outputs_and_grads(), live_bytes()
     assert torch.equal(rebuilt[0], kept[0]) and torch.equal(rebuilt[1], kept[1])
     for name, grad in kept[2].items():
         assert torch.equal(rebuilt[2][name], grad), name
     assert live_kept - live_rebuilt >= 0.9 * x.numel() * x.element_size(), (live_kept, live_rebuilt)
+
+
+@pytest.mark.parametrize("rebuilt", [True, False], ids=["rebuilt", "kept"])
+def test_fbm_decomposes_the_input_once_in_backward(rebuilt, monkeypatch):
+    """FBM's backward reuses the bands that the convolution's backward rebuilt for the FBM output. Under a
+    checkpoint around FBM they were decomposed twice in backward: once for that rebuild, once for the
+    checkpoint's recomputed forward."""
+    import contextlib
+
+    import fdconv_zoo.layers.fbm as fbm_module
+    import fdconv_zoo.layers.fdconv as fdconv_module
+
+    if not rebuilt:
+        monkeypatch.setattr(fdconv_module, "saved_as_recomputed", lambda *a, **k: contextlib.nullcontext())
+    calls = []
+    decompose = fbm_module._bands_and_gains
+    monkeypatch.setattr(fbm_module, "_bands_and_gains", lambda *a: calls.append(1) or decompose(*a))
+    layer = perturb_(FDConv2d(8, 8, 3, padding=1, kernel_num=4)).train()
+    y = layer(torch.randn(2, 8, 6, 6, requires_grad=True))
+    assert len(calls) == 1
+    y.square().sum().backward()
+    assert len(calls) == 2
+    assert layer.FBM.freq_weight_conv_list[0].weight.grad is not None
+
+
+@pytest.mark.parametrize("lowfreq_att", [False, True])
+@pytest.mark.parametrize("height,width", [(9, 7), (5, 16)])
+def test_fbm_gradcheck_float64(height, width, lowfreq_att):
+    """FBM's hand-written backward (bands, gains, the gain conv as GEMM + unfold) against finite differences."""
+    torch.manual_seed(0)
+    fbm = FrequencyBandModulation(5, lowfreq_att=lowfreq_att).double()
+    for p in fbm.parameters():
+        torch.nn.init.normal_(p, std=0.5)
+    x = torch.randn(2, 5, height, width, dtype=torch.float64, requires_grad=True)
+    params = dict(fbm.named_parameters())
+
+    def fn(x, *tensors):
+        return torch.func.functional_call(fbm, dict(zip(params, tensors, strict=True)), (x,))
+
+    assert torch.autograd.gradcheck(fn, (x, *params.values()), eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
 def test_input_changed_in_place_before_backward_is_an_error():

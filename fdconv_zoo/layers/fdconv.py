@@ -151,8 +151,9 @@ class FDConv2d(FDKernelBase):
             y = self._apply_in_chunks(self._apply_kernel, x, factors, channels_last)
         else:
             modulated = self.FBM(x)
-            # the convolution's backward needs the FBM output: rebuild it there (small GEMMs), do not store it
-            with saved_as_recomputed(modulated, functools.partial(self.FBM.modulate, x), guards=(x,),
+            # the convolution's backward needs the FBM output: rebuild it there (small GEMMs), do not store it;
+            # FBM's own backward, which runs after it, reuses the rebuilt bands
+            with saved_as_recomputed(modulated, self.FBM.rebuilder(x, modulated), guards=(x,),
                                      describe=lambda: f"the FBM output of {self._describe()}"):
                 y = self._apply_in_chunks(self._apply_kernel, modulated, factors, channels_last)
         if channels_last:
