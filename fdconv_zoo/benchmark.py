@@ -18,6 +18,7 @@ its own hooks under someone else's (``layers/recomputed_saves.py``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
@@ -94,6 +95,14 @@ def _peak_reader(device: torch.device) -> Callable[[], float]:
     return lambda: _maxrss_mib() - base
 
 
+def _train_step(model: torch.nn.Module, x: torch.Tensor, autocast: torch.autocast | None = None) -> None:
+    """The step every training measurement times: forward (under ``autocast``), a scalar loss, backward."""
+    model.zero_grad(set_to_none=True)
+    with autocast or contextlib.nullcontext():
+        out = model(x)
+    out.float().square().mean().backward()
+
+
 def _worker(spec: dict) -> dict:
     """One measurement in this (fresh) process: ``spec`` = model, mode ('train'|'infer'), batch, size, repeats,
     and optionally threads, device, amp and model kwargs."""
@@ -115,10 +124,7 @@ def _worker(spec: dict) -> dict:
         model.train()
 
         def step() -> None:
-            model.zero_grad(set_to_none=True)
-            with autocast:
-                out = model(x)
-            out.float().square().mean().backward()
+            _train_step(model, x, autocast)
             finish()
     else:
         model.eval()
@@ -380,6 +386,8 @@ _TRAIN_STAGES = {
     "per-sample GEMMs, forward": ("_UnfoldedConv", "_ScaledKernelGemm"),
     "per-sample GEMMs, backward": ("autograd::engine::evaluate_function: _UnfoldedConvBackward",
                                    "autograd::engine::evaluate_function: _ScaledKernelGemmBackward"),
+    "FBM, forward": ("_BandModulation",),
+    "FBM, backward": ("autograd::engine::evaluate_function: _BandModulationBackward",),
 }
 
 
@@ -389,8 +397,9 @@ def train_stage_profile(model_name: str = "resnet50_fdconv", batch_size: int = 8
 
     Backward runs inside autograd's engine, where timers around Python functions see nothing, so this
     reads one profiled step (``torch.profiler``) after two warm-up steps: the kernel builder's and the
-    per-sample GEMMs' custom Functions, forward and backward, counted where they are outermost. The
-    rest is the plain layers, KSM, FBM, the early layers' grouped convolutions and autograd itself.
+    per-sample GEMMs' and FBM's custom Functions, forward and backward, counted where they are outermost.
+    The rest is the plain layers, KSM, the early layers' grouped convolutions (with the FBM output that
+    their backward rebuilds; the late layers' rebuild counts in the GEMMs' backward) and autograd itself.
     """
     import timm
     from torch.profiler import profile
@@ -399,15 +408,10 @@ def train_stage_profile(model_name: str = "resnet50_fdconv", batch_size: int = 8
 
     model = timm.create_model(model_name).train()
     x = torch.randn(batch_size, 3, image_size, image_size)
-
-    def step() -> None:
-        model.zero_grad(set_to_none=True)
-        model(x).float().square().mean().backward()
-
-    step()
-    step()
+    _train_step(model, x)
+    _train_step(model, x)
     with profile() as prof:
-        step()
+        _train_step(model, x)
     names = {name: key for key, group in _TRAIN_STAGES.items() for name in group}
     out = {key: 0.0 for key in _TRAIN_STAGES}
     total = 0.0
@@ -419,7 +423,8 @@ def train_stage_profile(model_name: str = "resnet50_fdconv", batch_size: int = 8
             total += event.cpu_time_total / 1e3
         if event.name in names and not nested:
             out[names[event.name]] += event.cpu_time_total / 1e3
-    out["rest (plain layers, KSM, FBM, grouped convolutions, autograd)"] = total - sum(out.values())
+    out["rest (plain layers, KSM, grouped convolutions, FBM output rebuilt for them, autograd)"] = (
+        total - sum(out.values()))
     out["total"] = total
     return out
 

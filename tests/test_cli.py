@@ -127,6 +127,6 @@ def test_train_stage_profile_splits_a_real_step() -> None:
 
     profile = train_stage_profile("resnet18_fdconv", batch_size=2, image_size=32)
     stages = [key for key in profile if key != "total" and not key.startswith("rest")]
-    assert len(stages) == 4 and all(profile[key] > 0 for key in stages), profile
+    assert len(stages) == 6 and all(profile[key] > 0 for key in stages), profile
     assert abs(sum(v for k, v in profile.items() if k != "total") - profile["total"]) < 1e-6 * profile["total"] + 1e-6
     assert profile["total"] > sum(profile[key] for key in stages)
