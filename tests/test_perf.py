@@ -431,6 +431,23 @@ def test_fbm_gradcheck_float64(height, width, lowfreq_att):
     assert torch.autograd.gradcheck(fn, (x, *params.values()), eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
+def test_recipe_is_rebuilt_in_the_forward_autocast_state():
+    """Backward runs outside autocast; a recipe rebuilt there would run the forward's bfloat16 GEMM in float32
+    and give another tensor (here a dtype mismatch). Like torch.utils.checkpoint, it runs in the forward's state."""
+    from fdconv_zoo.layers.recomputed_saves import saved_as_recomputed
+
+    a = torch.randn(8, 8)
+    b = torch.randn(8, 8, requires_grad=True)
+    rebuilt = []
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        product = torch.mm(a, a)
+        with saved_as_recomputed(product, lambda: rebuilt.append(1) or torch.mm(a, a)):
+            y = b * product
+    y.sum().backward()
+    assert product.dtype == torch.bfloat16 and rebuilt == [1]
+    assert torch.equal(b.grad, product.float())
+
+
 def test_input_changed_in_place_before_backward_is_an_error():
     layer = FDConv2d(8, 8, 3, padding=1, kernel_num=4).train()
     x = torch.randn(2, 8, 6, 6)

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from .fdw import real_dtype
+from .recomputed_saves import autocast_as, autocast_state
 
 __all__ = [
     "DEFAULT_CUTOFFS", "low_pass_masks", "low_pass_list", "low_pass_stack", "frequency_bands",
@@ -170,8 +171,7 @@ class _BandModulation(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, cutoffs: tuple[float, ...]) -> Tensor:
-        device_type = x.device.type
-        ctx.autocast = (device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
+        ctx.autocast = autocast_state(x.device.type)
         ctx.cutoffs = cutoffs
         ctx.rebuilt = None
         ctx.save_for_backward(x, weight, bias)
@@ -179,8 +179,7 @@ class _BandModulation(torch.autograd.Function):
 
     @staticmethod
     def _parts(ctx, x: Tensor, weight: Tensor, bias: Tensor) -> tuple[list[Tensor], Tensor]:
-        device_type, enabled, dtype = ctx.autocast
-        with torch.no_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
+        with torch.no_grad(), autocast_as(ctx.autocast):
             return _bands_and_gains(x, weight, bias, ctx.cutoffs)
 
     @staticmethod

@@ -21,7 +21,23 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["saved_as_recomputed"]
+__all__ = ["saved_as_recomputed", "autocast_state", "autocast_as"]
+
+
+def autocast_state(device_type: str) -> tuple[str, bool, torch.dtype]:
+    """The autocast state in effect now on ``device_type``, for :func:`autocast_as` to restore in a recomputation.
+
+    Backward usually runs outside autocast. A recomputation that did not restore the forward's state would
+    run the forward's low-precision ops in float32 and give another tensor (``torch.utils.checkpoint``
+    restores it too).
+    """
+    return device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+
+
+def autocast_as(state: tuple[str, bool, torch.dtype]) -> torch.autocast:
+    """Autocast as it was when :func:`autocast_state` captured ``state``."""
+    device_type, enabled, dtype = state
+    return torch.autocast(device_type, dtype=dtype, enabled=enabled)
 
 
 class _Rebuilt:
@@ -32,6 +48,7 @@ class _Rebuilt:
         self._recompute = recompute
         self._describe = describe
         self._geometry = (tensor.shape, tensor.stride(), tensor.dtype)
+        self._autocast = autocast_state(tensor.device.type)
         self._guards = [(t, t._version) for t in guards]
         self._value: Tensor | None = None
 
@@ -42,7 +59,7 @@ class _Rebuilt:
                     f"{self._describe()} is rebuilt in backward from an input that was modified in place after the "
                     "forward pass; do not modify that input in place before backward"
                 )
-            with torch.no_grad():
+            with torch.no_grad(), autocast_as(self._autocast):
                 value = self._recompute()
             if (value.shape, value.stride(), value.dtype) != self._geometry:
                 raise RuntimeError(f"recomputed tensor {value.shape}/{value.stride()}/{value.dtype} does not match "
@@ -149,7 +166,8 @@ def saved_as_recomputed(tensor: Tensor, recompute: Callable[[], Tensor], guards:
                         ) -> contextlib.AbstractContextManager:
     """Inside, saved views of ``tensor`` are kept as recipes; backward rebuilds ``tensor`` with ``recompute``.
 
-    ``recompute`` must give the same values with the same strides (the same ops on the same inputs do);
+    ``recompute`` must give the same values with the same strides (the same ops on the same inputs do; it runs
+    in the autocast state of the forward);
     ``guards`` are its inputs, checked for in-place changes as autograd checks saved tensors, and ``describe``
     names the tensor in that error (called only then: no message is built on the hot path). A no-op under
     ``torch.compile`` (the compiler plans memory itself, and hooks would break the graph), when grad is off,
