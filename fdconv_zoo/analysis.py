@@ -12,17 +12,18 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from .layers.fbm import DEFAULT_CUTOFFS, frequency_bands
 from .layers.fd_base import FDKernelBase
-from .layers.fdw import spectral_scale, synthesize_kernels
+from .layers.fdw import conjugate_pairs, spectral_scale, synthesize_kernels
 
 __all__ = [
-    "LayerRow", "band_decomposition", "basis_cosine_similarity", "basis_kernels", "candidate_kernels",
+    "BasisSimilarity", "LayerRow", "band_decomposition", "basis_cosine_similarity", "basis_kernels",
+    "candidate_kernels", "shared_frequency_pairs",
     "analyze_model", "kernel_cosine_similarity", "layer_rows", "plot_fbm_bands", "plot_fdw_group_spectra",
     "plot_similarity", "sample_image", "write_layer_table",
 ]
@@ -32,7 +33,8 @@ __all__ = [
 def basis_kernels(layer: FDKernelBase) -> Tensor:
     """The ``n`` FDW basis kernels ``irfft2(mask_g * s * P)``, shape ``(n, O, I, k, k)``.
 
-    They have disjoint frequency support and sum to the layer's static kernel. Memory is ``n``
+    They sum to the layer's static kernel, and have disjoint frequency support except where a conjugate
+    pair straddles two groups (:func:`shared_frequency_pairs`). Memory is ``n``
     times the kernel: meant for analysis, not for the forward pass.
     """
     n, k = layer.kernel_num, layer.KSM_Local.kernel_size
@@ -43,12 +45,51 @@ def basis_kernels(layer: FDKernelBase) -> Tensor:
     return m.view(n, cout, k, cin, k).permute(0, 1, 3, 2, 4).contiguous()
 
 
+class BasisSimilarity(NamedTuple):
+    """What :func:`basis_cosine_similarity` measured on one layer's FDW basis."""
+
+    matrix: Tensor                      #: (n, n) pairwise cosine similarity
+    largest_disjoint: float             #: max |cos| over pairs of groups that share no frequency
+    largest_shared: float               #: max |cos| over pairs that share one (0.0 when none do)
+    shared_pairs: list[tuple[int, int]]  #: group pairs a conjugate pair straddles, ``(low, high)``
+
+    def __str__(self) -> str:
+        shared = (f"{self.largest_shared:.1e} at the {len(self.shared_pairs)} pairs sharing a frequency"
+                  if self.shared_pairs else "no pair shares a frequency")
+        return f"max |cos| {self.largest_disjoint:.1e} between disjoint groups; {shared}"
+
+
+def shared_frequency_pairs(group_ids: Tensor, cols: int) -> list[tuple[int, int]]:
+    """Pairs of groups whose borders split a conjugate pair ``(u, v)``, ``(-u, v)`` of a self-conjugate column.
+
+    Those two groups' basis kernels share the real frequency of the pair (spec 1.5, 1.7); every
+    other pair of groups has disjoint frequency support.
+    """
+    first, second = conjugate_pairs(group_ids.shape[0], cols)
+    ids = group_ids.flatten().long().cpu()
+    a, b = ids[first], ids[second]
+    split = a != b
+    return sorted({(int(lo), int(hi)) for lo, hi in zip(torch.minimum(a, b)[split], torch.maximum(a, b)[split],
+                                                           strict=True)})
+
+
 @torch.no_grad()
-def basis_cosine_similarity(layer: FDKernelBase) -> Tensor:
-    """Pairwise cosine similarity of the FDW basis kernels, ``(n, n)``; off-diagonal ~0 by construction."""
-    flat = basis_kernels(layer).flatten(1).double()
-    flat = flat / flat.norm(dim=1, keepdim=True).clamp_min(1e-30)
-    return (flat @ flat.t()).float()
+def basis_cosine_similarity(layer: FDKernelBase) -> BasisSimilarity:
+    """Pairwise cosine similarity of the FDW basis kernels, with what it measures split by kind of pair.
+
+    Pairs of groups with disjoint frequency support are orthogonal up to round-off; the few pairs a
+    conjugate pair straddles (:func:`shared_frequency_pairs`) are not, by the authors' grouping.
+    """
+    matrix = kernel_cosine_similarity(basis_kernels(layer))
+    n = matrix.shape[0]
+    shared = shared_frequency_pairs(layer.group_ids, layer.in_channels * layer.KSM_Local.kernel_size)
+    off = matrix.abs().double()
+    off.fill_diagonal_(0.0)
+    in_shared = torch.zeros(n, n, dtype=torch.bool)
+    for lo, hi in shared:
+        in_shared[lo, hi] = in_shared[hi, lo] = True
+    largest_shared = float(off[in_shared].max()) if shared else 0.0
+    return BasisSimilarity(matrix, float(off.masked_fill(in_shared, 0.0).max()), largest_shared, shared)
 
 
 @torch.no_grad()

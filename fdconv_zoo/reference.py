@@ -2,9 +2,11 @@
 
 It reads the parameters of an :class:`FDConv2d` / :class:`FDLinear` but recomputes everything
 the plain way: groups from a Python sort of ``(key, index)`` pairs, a Python loop over groups
-with index-put into the spectrum, one ``irfft2``, the local modulation materialised at
-``(B, O, I, k, k)`` and multiplied in with every other factor, FBM with one inverse FFT and
-one conv per band, and one convolution per sample. Slow on purpose; independent on purpose.
+with index-put into the spectrum, one ``irfft2`` of its Hermitian part, the local modulation
+materialised at ``(B, O, I, k, k)`` and multiplied in with every other factor, FBM with one
+inverse FFT and one conv per band, and one convolution per sample. Slow on purpose. It shares
+with the layers only the two definitions the spec states as rules (the Hermitian part ``H`` and
+the low-pass edge rule), each checked against the spec on its own in the tests.
 """
 
 from __future__ import annotations
@@ -15,17 +17,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .layers.fbm import kept_frequencies
 from .layers.fd_base import FDKernelBase
 from .layers.fdconv import FDConv2d
 from .layers.fdlinear import FDLinear
+from .layers.fdw import hermitian_part
 
 __all__ = ["reference_group_members", "reference_forward"]
 
 
 @functools.lru_cache(maxsize=64)
 def reference_group_members(rows: int, cols: int, num_groups: int) -> list[tuple[Tensor, Tensor]]:
-    """Row/column indices of each frequency group, from a plain Python sort (spec 1.3-1.5),
-    with conjugate frequencies kept in one group (see :func:`~fdconv_zoo.layers.fdw.frequency_group_ids`).
+    """Row/column indices of each frequency group, from a plain Python sort (spec 1.3-1.5).
 
     Cached (treat the result as read-only): the Python sort takes seconds on a 512-channel layer and
     benchmarks call the reference repeatedly."""
@@ -49,11 +52,6 @@ def _group_members(rows: int, cols: int, num_groups: int) -> list[tuple[Tensor, 
         for _, flat in entries[start:start + size]:
             group_of[flat] = g
         start += size
-    # (u, v) and (-u, v) on the self-conjugate columns are one real frequency: never split them.
-    for v in [0] + ([cols // 2] if cols % 2 == 0 and cols > 1 else []):
-        for u in range(1, (rows + 1) // 2):
-            a, b = u * half + v, (rows - u) * half + v
-            group_of[a] = group_of[b] = min(group_of[a], group_of[b])
     groups = []
     for g in range(num_groups):
         flat = torch.tensor(sorted(f for f, h in group_of.items() if h == g), dtype=torch.int64)
@@ -100,7 +98,8 @@ def _reference_kernels(layer: FDKernelBase, pooled: Tensor) -> Tensor:
     else:
         for g, (u, v) in enumerate(reference_group_members(rows, cols, n)):
             spectrum[:, u, v] = param[u, v] * (n * s) * kernel_att[:, g:g + 1]
-    weight = torch.fft.irfft2(spectrum, s=(rows, cols)).view(batch, cout, k, cin, k).permute(0, 1, 3, 2, 4)
+    weight = torch.fft.irfft2(hermitian_part(spectrum, cols), s=(rows, cols))
+    weight = weight.view(batch, cout, k, cin, k).permute(0, 1, 3, 2, 4)
 
     kernel = weight * lam * channel[:, None, :, None, None] * filt[:, :, None, None, None]
     if spatial is not None:
@@ -110,12 +109,12 @@ def _reference_kernels(layer: FDKernelBase, pooled: Tensor) -> Tensor:
 
 def _reference_fbm(fbm, x: Tensor) -> Tensor:
     height, width = x.shape[-2:]
-    fy = torch.fft.fftfreq(height).abs()[:, None]
-    fx = torch.fft.rfftfreq(width).abs()[None, :]
+    fy = torch.fft.fftfreq(height, d=1.0 / height).abs()[:, None]    # |u| as exact integers
+    fx = torch.arange(width // 2 + 1)[None, :]
     spectrum = torch.fft.rfft2(x, norm="ortho")
     lows = [x]
     for c in fbm.cutoffs:
-        mask = (torch.maximum(fy, fx) < c).to(x.dtype)
+        mask = ((fy < kept_frequencies(height, c)) & (fx < kept_frequencies(width, c))).to(x.dtype)
         lows.append(torch.fft.irfft2(spectrum * mask, s=(height, width), norm="ortho"))
     out = lows[-1]
     for j, conv in enumerate(fbm.freq_weight_conv_list):

@@ -52,14 +52,13 @@ def run(args: argparse.Namespace) -> int:
     n_plain = sum(p.numel() for p in plain.parameters())
     n_fd = sum(p.numel() for p in fd.parameters())
     name = report.converted[len(report.converted) // 2]
-    cos = basis_cosine_similarity(fd.get_submodule(name))
-    off_diag = (cos - torch.diag(torch.diag(cos))).abs().max().item()
+    similarity = basis_cosine_similarity(fd.get_submodule(name))
 
     print(f"{args.model}: {len(report.converted)} convs -> FDConv (kernel_num={args.kernel_num}), "
           f"{len(report.skipped)} kept plain")
     print(f"  params        {n_plain:,} -> {n_fd:,} (+{n_fd - n_plain:,})")
     print(f"  logits        max relative difference to the plain model: {rel:.2e} (function preserving at init)")
-    print(f"  FDW diversity {name}: max |cos| between its {cos.shape[0]} basis kernels = {off_diag:.1e}")
+    print(f"  FDW diversity {name}, {similarity.matrix.shape[0]} basis kernels: {similarity}")
     print(f"  forward       batch {args.batch_size} @ {args.image_size}px: plain {t_plain * 1e3:.0f} ms, "
           f"FDConv {t_fd * 1e3:.0f} ms")
     zoo_rel, reload_exact = _zoo_and_hub(plain, x, args.model)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
-import math
+import struct
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 
 import torch
 import torch.nn.functional as F
@@ -15,8 +16,8 @@ from .fdw import real_dtype
 from .recomputed_saves import autocast_as, autocast_state
 
 __all__ = [
-    "DEFAULT_CUTOFFS", "low_pass_masks", "low_pass_list", "low_pass_stack", "frequency_bands",
-    "FrequencyBandModulation",
+    "DEFAULT_CUTOFFS", "cutoff_edge_is_kept", "kept_frequencies", "low_pass_masks", "low_pass_list",
+    "low_pass_stack", "frequency_bands", "FrequencyBandModulation",
 ]
 
 DEFAULT_CUTOFFS = (0.25, 0.125, 0.0625)
@@ -26,8 +27,9 @@ _MASK_CACHE: dict[tuple, Tensor] = {}
 
 def low_pass_masks(height: int, width: int, cutoffs: Sequence[float], device=None,
                    dtype: torch.dtype = torch.float32) -> Tensor:
-    """Exact masks ``max(|fy|, |fx|) < c`` on the rFFT grid of the actual size, ``(len(c), H, W//2+1)``.
+    """The low-pass masks of spec 3.2 on the rFFT grid of the actual size, ``(len(c), H, W//2+1)``.
 
+    ``m_c(u, v) = 1`` where both ``|fy[u]|`` and ``|fx[v]|`` pass :func:`kept_frequencies`'s edge rule.
     Cached per size, cutoffs and device (the official code resizes a 64x64 mask instead).
     """
     key = (height, width, tuple(float(c) for c in cutoffs), str(torch.device(device or "cpu")), dtype)
@@ -42,18 +44,42 @@ def low_pass_masks(height: int, width: int, cutoffs: Sequence[float], device=Non
 def _build_masks(height: int, width: int, cutoffs: Sequence[float], device, dtype: torch.dtype) -> Tensor:
     fy = torch.fft.fftfreq(height, d=1.0 / height, dtype=torch.float64).abs()   # exact integers |u'|
     fx = torch.arange(width // 2 + 1, dtype=torch.float64)
-    masks = [(fy[:, None] < _kept_frequencies(height, c)) & (fx[None, :] < _kept_frequencies(width, c))
+    masks = [(fy[:, None] < kept_frequencies(height, c)) & (fx[None, :] < kept_frequencies(width, c))
              for c in cutoffs]
     return torch.stack(masks).to(device=device, dtype=dtype)
 
 
-def _kept_frequencies(size: int, cutoff: float) -> int:
-    """How many of the frequencies ``u / size``, ``u = 0 .. (size-1)//2``, are ``< cutoff``, decided exactly.
+def cutoff_edge_is_kept(cutoff: float) -> bool:
+    """Whether a frequency exactly on ``cutoff`` passes the low-pass (spec 3.2).
 
-    Integer arithmetic, not float ``fftfreq`` values, which round across the border at some sizes
-    (e.g. 196 x 1/4 in float64): the spec's mask is the exact one.
+    The authors' code keeps ``|f| < c + 1e-8`` in float32, where ``0.25 + 1e-8`` rounds back to ``0.25``
+    but ``0.125 + 1e-8`` and ``0.0625 + 1e-8`` do not: the edge is dropped at 1/4, kept at 1/8 and 1/16.
     """
-    return min(math.ceil(cutoff * size), (size + 1) // 2)
+    def float32(value: float) -> float:
+        return struct.unpack("f", struct.pack("f", value))[0]
+
+    return float32(cutoff + 1e-8) > float32(cutoff)
+
+
+@torch.compiler.assume_constant_result
+def _cutoff_rule(cutoff: float) -> tuple[int, int, bool]:
+    """``cutoff`` as an exact ratio ``num / den`` and its edge rule: constants, also while dynamo traces."""
+    num, den = Fraction(cutoff).as_integer_ratio()
+    return num, den, cutoff_edge_is_kept(cutoff)
+
+
+def kept_frequencies(size: int, cutoff: float) -> int:
+    """How many of the frequencies ``u / size``, ``u = 0 .. (size-1)//2``, pass the low-pass ``cutoff``.
+
+    Decided in exact integer arithmetic against the cutoff, with the edge rule of
+    :func:`cutoff_edge_is_kept`, not with float ``fftfreq`` values, which round across the edge at
+    some sizes (``u = size/4`` falls just below 1/4 in float32 at 164, 188, 220, ...).
+    """
+    num, den, edge_kept = _cutoff_rule(cutoff)
+    scaled = num * size
+    below = -(-scaled // den)                             # u / size < num / den
+    on_edge = edge_kept and scaled % den == 0             # u = size * num / den is an integer frequency
+    return min(below + int(on_edge), (size + 1) // 2)
 
 
 def _band_basis(size: int, cutoffs: Sequence[float], device, dtype: torch.dtype) -> tuple[Tensor, list[int]]:
@@ -63,7 +89,7 @@ def _band_basis(size: int, cutoffs: Sequence[float], device, dtype: torch.dtype)
     cutoff is a leading block; returns the rank of every cutoff too. ``U[:, :r] U[:, :r]^T`` is
     exactly the 1-D low-pass ``ifft(mask * fft(.))`` (cutoffs <= 1/2 never keep the Nyquist bin).
     """
-    ranks = [2 * _kept_frequencies(size, c) - 1 for c in cutoffs]
+    ranks = [2 * kept_frequencies(size, c) - 1 for c in cutoffs]
     count = (max(ranks) + 1) // 2
     t = torch.arange(size, dtype=torch.float64)[:, None]
     angle = 2 * torch.pi * t * torch.arange(1, count, dtype=torch.float64)[None] / size
@@ -200,7 +226,9 @@ class _BandModulation(torch.autograd.Function):
         xf = x.to(dtype)
         scratch = torch.empty_like(grad)    # every product with the gradient below: fresh pages once, not 7 times
         # d A_j = sum_c dx' (L_{j-1} - L_j), with L_0 = x
-        sums = [torch.mul(grad, band, out=scratch).sum(1) for band in (xf, *lows)]   # (B, H, W) each
+        sums = []                           # (B, H, W) each; a loop, not a comprehension capturing `scratch`:
+        for band in (xf, *lows):            # dynamo cannot trace the `del` of a closure's variable
+            sums.append(torch.mul(grad, band, out=scratch).sum(1))
         num_lows = len(lows)
         del lows
         d_gains = torch.stack([sums[j] - sums[j + 1] if j < num_lows else sums[j]

@@ -16,7 +16,10 @@ from torch import Tensor
 __all__ = [
     "real_dtype",
     "spectral_scale",
+    "self_conjugate_columns",
     "conjugate_pairs",
+    "hermitian_part",
+    "hermitian_part_",
     "frequency_group_ids",
     "weight_to_dft",
     "dft_to_weight",
@@ -43,28 +46,50 @@ def _signed_index(n: int) -> Tensor:
     return torch.where(idx < (n + 1) // 2, idx, idx - n)
 
 
+def self_conjugate_columns(cols: int) -> list[int]:
+    """The rFFT columns whose bins ``(u, v)`` and ``(-u, v)`` hold one real frequency: ``v = 0``, and
+    ``v = cols/2`` when ``cols`` is even."""
+    return [0] + ([cols // 2] if cols % 2 == 0 else [])
+
+
 def conjugate_pairs(rows: int, cols: int) -> tuple[Tensor, Tensor]:
-    """Bins of the rFFT grid that hold the same real frequency: ``(u, v)`` and ``(-u, v)`` on the
-    self-conjugate columns (``v = 0``, and ``v = cols/2`` for even ``cols``). Returns flat indices ``(a, b)``."""
+    """Flat indices ``(a, b)`` of the bins ``(u, v)`` and ``(-u, v)``, ``u > 0``, of the self-conjugate columns."""
     half = cols // 2 + 1
-    columns = [0] + ([cols // 2] if cols % 2 == 0 and cols > 1 else [])
     u = torch.arange(1, (rows + 1) // 2, dtype=torch.int64)
-    first = torch.cat([u * half + v for v in columns])
-    second = torch.cat([(rows - u) * half + v for v in columns])
+    first = torch.cat([u * half + v for v in self_conjugate_columns(cols)])
+    second = torch.cat([(rows - u) * half + v for v in self_conjugate_columns(cols)])
     return first, second
 
 
+def hermitian_part_(spectrum: Tensor, cols: int) -> Tensor:
+    """Spec section 1.6's ``H``, in place on a ``(..., rows, cols//2+1)`` half spectrum; returns it.
+
+    On the self-conjugate columns ``S(u, v) <- (S(u, v) + conj(S(-u, v))) / 2``; other columns are
+    unchanged. ``irfft2`` of the result is what torch's CPU ``irfft2`` makes of any half spectrum;
+    computing it explicitly makes the kernel the same on every FFT backend (cuFFT is free to treat a
+    non-Hermitian column otherwise).
+    """
+    for v in self_conjugate_columns(cols):
+        column = spectrum[..., v]
+        mirrored = column.flip(-1).roll(1, dims=-1)             # S(-u mod rows, v)
+        spectrum[..., v] = (column + mirrored.conj()) / 2
+    return spectrum
+
+
+def hermitian_part(spectrum: Tensor, cols: int) -> Tensor:
+    """:func:`hermitian_part_` on a copy (differentiable)."""
+    return hermitian_part_(spectrum.clone(), cols)
+
+
 def frequency_group_ids(rows: int, cols: int, num_groups: int) -> Tensor:
-    """Group id of every rFFT bin of a ``rows x cols`` matrix, shape ``(rows, cols // 2 + 1)``.
+    """Group id of every rFFT bin of a ``rows x cols`` matrix, shape ``(rows, cols // 2 + 1)`` (spec 1.4-1.5).
 
     Bins are ordered by radius with the exact integer key ``(u * cols)^2 + (v * rows)^2`` and a
     stable sort over the row-major index, then cut into ``num_groups`` near-equal contiguous
-    chunks (``torch.tensor_split`` semantics), so the grouping is identical on every device.
-
-    One refinement keeps the spec's disjointness promise (section 1.7): on the self-conjugate
-    columns, ``(u, v)`` and ``(-u, v)`` have equal radius and are one real frequency for
-    ``irfft2``; where a chunk border falls between them (44 times in ResNet-50), the later bin
-    joins its partner's group, so no two groups ever share a frequency.
+    chunks (``torch.tensor_split`` semantics): the authors' groups, bin for bin, identical on
+    every device. A conjugate pair of the self-conjugate columns may straddle a chunk border, as in
+    the authors' code (their checkpoints were trained so); the kernel is then built from the
+    Hermitian part of the spectrum (:func:`hermitian_part_`).
     """
     return _cached_group_ids(rows, cols, num_groups).clone()
 
@@ -89,15 +114,6 @@ def _group_ids(rows: int, cols: int, num_groups: int) -> Tensor:
     sorted_ids = torch.repeat_interleave(torch.arange(num_groups, dtype=torch.int64), sizes)
     ids = torch.empty(num_bins, dtype=torch.int64)
     ids[order] = sorted_ids
-    first, second = conjugate_pairs(rows, cols)
-    joined = torch.minimum(ids[first], ids[second])
-    ids[first], ids[second] = joined, joined
-    if torch.bincount(ids, minlength=num_groups).min() == 0:
-        raise ValueError(
-            f"kernel_num={num_groups} leaves a group of a {rows}x{cols} FDW spectrum empty once conjugate "
-            f"frequencies are kept together (it has {num_bins - first.numel()} distinct real frequencies): "
-            "use a smaller kernel_num"
-        )
     return ids.view(rows, half)
 
 
@@ -133,7 +149,7 @@ def dft_to_weight(dft_weight: Tensor, out_channels: int, in_channels: int, kerne
             f"{out_channels}x{in_channels} k={k} layer"
         )
     spectrum = torch.view_as_complex(dft_weight[0].to(real_dtype(dft_weight.dtype)).contiguous())
-    spectrum = spectrum * spectral_scale(out_channels, in_channels)
+    spectrum = hermitian_part_(spectrum * spectral_scale(out_channels, in_channels), in_channels * k)
     m = torch.fft.irfft2(spectrum, s=(out_channels * k, in_channels * k))
     return m.view(out_channels, k, in_channels, k).permute(0, 2, 1, 3).contiguous()
 
@@ -210,13 +226,16 @@ def _rows_transform(spectrum: Tensor, inverse: bool) -> Tensor:
 
 
 def kernel_from_spectrum(spectrum: Tensor, cols: int) -> Tensor:
-    """``irfft2`` of a ``(B, rows, cols//2+1)`` complex spectrum, ``(B, rows, cols)``: the per-sample inverse
-    FFT every FDW kernel costs, each 1-D pass on contiguous data (``benchmark.fft_floor`` times this)."""
-    return torch.fft.irfft(_rows_transform(spectrum, inverse=True), n=cols, dim=-1)
+    """``irfft2(H(S))`` of a ``(B, rows, cols//2+1)`` complex spectrum, ``(B, rows, cols)``: the per-sample inverse
+    FFT every FDW kernel costs, each 1-D pass on contiguous data (``benchmark.fft_floor`` times this).
+
+    ``H`` (spec section 1.6) is applied in place: callers hand over a spectrum they own.
+    """
+    return torch.fft.irfft(_rows_transform(hermitian_part_(spectrum, cols), inverse=True), n=cols, dim=-1)
 
 
 def _fdw_kernels(dft: Tensor, gains: Tensor | None, group_ids: Tensor, cols: int, scale: float) -> Tensor:
-    """``irfft2(scale * G * P)`` from ``dft`` ``(rows, half, 2)``: ``(B, rows, cols)`` in M layout."""
+    """``irfft2(H(scale * G * P))`` from ``dft`` ``(rows, half, 2)``: ``(B, rows, cols)`` in M layout."""
     spectrum = torch.view_as_complex(dft)
     if gains is None:
         spectrum = (spectrum * scale).unsqueeze(0)
