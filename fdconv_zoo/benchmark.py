@@ -11,9 +11,7 @@ are interleaved so machine load affects both; every time is a median of ``repeat
 Layer-level memory is the bytes a forward allocates and leaves alive besides its output: what autograd
 keeps for backward beyond the input and weights (:func:`live_bytes_after`, from the profiler's allocation
 records; a plain convolution keeps nothing more). Exact and deterministic, unlike
-process RSS for sub-100 MB tensors. It is not counted with ``saved_tensors_hooks``: torch applies only the
-innermost hooks, so hooks around a layer see nothing that FDConv2d's own hooks handle, and FDConv2d drops
-its own hooks under someone else's (``layers/recomputed_saves.py``).
+process RSS for sub-100 MB tensors.
 """
 
 from __future__ import annotations
@@ -282,7 +280,6 @@ def _kept_for_backward_mib(fn: Callable[[], torch.Tensor]) -> float:
 def layer_table(batch_size: int = 8, with_reference: bool = True, repeats: int = 3) -> list[dict]:
     """Per ResNet-50 layer shape: forward, forward+backward, kept-for-backward MiB of Conv2d, FDConv2d, reference."""
     from .layers.fdconv import FDConv2d
-    from .reference import reference_forward
 
     rows = []
     for name, cin, cout, k, stride, size in RESNET50_LAYER_SHAPES:
@@ -295,7 +292,8 @@ def layer_table(batch_size: int = 8, with_reference: bool = True, repeats: int =
         modules: list[tuple[str, Callable, int]] = [("conv", conv, repeats), ("fdconv", fd, repeats)]
         if with_reference:
             ref = copy.deepcopy(fd)
-            modules.append(("reference", lambda t, r=ref: reference_forward(r, t), 1))
+            ref.reference = True          # the plain formulation of the layer (layers/fd_reference.py)
+            modules.append(("reference", ref, 1))
         for label, fn, reps in modules:
             def infer(f=fn, t=x) -> object:
                 with torch.inference_mode():
@@ -398,8 +396,7 @@ def train_stage_profile(model_name: str = "resnet50_fdconv", batch_size: int = 8
     Backward runs inside autograd's engine, where timers around Python functions see nothing, so this
     reads one profiled step (``torch.profiler``) after two warm-up steps: the kernel builder's and the
     per-sample GEMMs' and FBM's custom Functions, forward and backward, counted where they are outermost.
-    The rest is the plain layers, KSM, the early layers' grouped convolutions (with the FBM output that
-    their backward rebuilds; the late layers' rebuild counts in the GEMMs' backward) and autograd itself.
+    The rest is the plain layers, KSM, the early layers' grouped convolutions and autograd itself.
     """
     import timm
     from torch.profiler import profile
@@ -423,7 +420,7 @@ def train_stage_profile(model_name: str = "resnet50_fdconv", batch_size: int = 8
             total += event.cpu_time_total / 1e3
         if event.name in names and not nested:
             out[names[event.name]] += event.cpu_time_total / 1e3
-    out["rest (plain layers, KSM, grouped convolutions, FBM output rebuilt for them, autograd)"] = (
+    out["rest (plain layers, KSM, grouped convolutions, autograd)"] = (
         total - sum(out.values()))
     out["total"] = total
     return out

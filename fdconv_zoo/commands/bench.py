@@ -41,6 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run every forward of the network table under torch.autocast in this dtype")
     p.add_argument("--fd-recompute-kernel", action="store_true",
                    help="build the *_fdconv models with fd_recompute_kernel=True (kernels rebuilt in backward)")
+    p.add_argument("--fd-reference", action="store_true",
+                   help="build the *_fdconv models with fd_reference=True (the plain reference formulation)")
     p.set_defaults(func=run)
 
 
@@ -86,10 +88,12 @@ def run(args: argparse.Namespace) -> int:
         rounds = f", {args.rounds} rounds" if args.rounds > 1 else ""
         setting = f", {args.device}" + (f", autocast {args.amp}" if args.amp else "")
         setting += ", FD models with fd_recompute_kernel=True" if args.fd_recompute_kernel else ""
+        setting += ", FD models with fd_reference=True" if args.fd_reference else ""
         peak = "ru_maxrss" if on_cpu else "torch.cuda.max_memory_allocated"
         log(f"\n## Whole networks, {args.image_size}x{args.image_size}{setting}, median of {args.repeats}{rounds} "
             f"(fresh process per cell, peak = {peak} above post-build level)")
-        fd_kwargs = {"fd_recompute_kernel": True} if args.fd_recompute_kernel else None
+        fd_kwargs = {"fd_recompute_kernel": True} if args.fd_recompute_kernel else {}
+        fd_kwargs |= {"fd_reference": True} if args.fd_reference else {}
         network_rows = benchmark.network_table(models, args.batch_size, args.image_size, args.repeats,
                                                args.threads, log, args.rounds, args.device, args.amp, fd_kwargs)
         log("\n" + benchmark.format_network_table(network_rows, args.batch_size))

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from fractions import Fraction
 
 import torch
@@ -13,7 +12,22 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from .fdw import real_dtype
-from .recomputed_saves import autocast_as, autocast_state
+
+
+def autocast_state(device_type: str) -> tuple[str, bool, torch.dtype]:
+    """The autocast state in effect on ``device_type``, for :func:`autocast_as` to restore in backward.
+
+    Backward usually runs outside autocast; recomputing the forward's bands and gains there without
+    restoring its state would run the gain conv in float32, not in the forward's dtype (as
+    ``torch.utils.checkpoint`` restores it too).
+    """
+    return device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+
+
+def autocast_as(state: tuple[str, bool, torch.dtype]) -> torch.autocast:
+    """Autocast as it was when :func:`autocast_state` captured ``state``."""
+    device_type, enabled, dtype = state
+    return torch.autocast(device_type, dtype=dtype, enabled=enabled)
 
 __all__ = [
     "DEFAULT_CUTOFFS", "cutoff_edge_is_kept", "kept_frequencies", "low_pass_masks", "low_pass_list",
@@ -186,41 +200,26 @@ def _modulated(x: Tensor, lows: list[Tensor], gains: Tensor) -> Tensor:
 
 
 class _BandModulation(torch.autograd.Function):
-    """FBM with a hand-written backward that keeps only ``x`` and decomposes it into bands once.
+    """FBM with a hand-written backward that keeps only ``x``: the bands and gains are recomputed there.
 
-    The convolution after FBM needs FBM's output in its own backward, so ``FDConv2d`` rebuilds it there
-    (:meth:`rebuild`, from this node), and this backward, which runs after it, reuses those bands and
-    gains. Autograd through a ``torch.utils.checkpoint`` around FBM, as before, decomposed ``x`` again
-    for the checkpoint's recomputed forward. The forward's autocast state is restored for both, so the
-    rebuilt output is bitwise the forward's.
+    Autograd through the plain ops would keep the ``J`` low-passed copies and the gain maps, several
+    input-sized tensors per layer. The recomputation runs in the forward's autocast state, so it gives
+    the forward's values.
     """
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor, cutoffs: tuple[float, ...]) -> Tensor:
         ctx.autocast = autocast_state(x.device.type)
         ctx.cutoffs = cutoffs
-        ctx.rebuilt = None
         ctx.save_for_backward(x, weight, bias)
         return _modulated(x, *_bands_and_gains(x, weight, bias, cutoffs))
-
-    @staticmethod
-    def _parts(ctx, x: Tensor, weight: Tensor, bias: Tensor) -> tuple[list[Tensor], Tensor]:
-        with torch.no_grad(), autocast_as(ctx.autocast):
-            return _bands_and_gains(x, weight, bias, ctx.cutoffs)
-
-    @staticmethod
-    def rebuild(ctx) -> Tensor:
-        """The forward's output again, from the node ``ctx``; its bands are kept for this node's backward."""
-        x, weight, bias = ctx.saved_tensors     # unpacked once per use: checkpoints allow no more
-        ctx.rebuilt = _BandModulation._parts(ctx, x, weight, bias)
-        return _modulated(x, *ctx.rebuilt)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
         x, weight, bias = ctx.saved_tensors
-        parts, ctx.rebuilt = ctx.rebuilt, None
-        lows, gains = parts if parts is not None else _BandModulation._parts(ctx, x, weight, bias)
+        with torch.no_grad(), autocast_as(ctx.autocast):
+            lows, gains = _bands_and_gains(x, weight, bias, ctx.cutoffs)
         dtype = lows[0].dtype
         grad = grad.to(dtype)
         xf = x.to(dtype)
@@ -285,21 +284,10 @@ class FrequencyBandModulation(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.is_grad_enabled():
-            # backward keeps only x: the J band-limited copies are rebuilt there (small GEMMs)
+            # backward keeps only x: the J band-limited copies are recomputed there (small GEMMs)
             return _BandModulation.apply(x, *self._gain_conv(), self.cutoffs)
         return self.modulate(x)
 
     def modulate(self, x: Tensor) -> Tensor:
         """The forward pass, outside autograd's graph."""
         return _modulated(x, *_bands_and_gains(x, *self._gain_conv(), self.cutoffs))
-
-    def rebuilder(self, x: Tensor, out: Tensor) -> Callable[[], Tensor]:
-        """A recipe for ``out = self(x)`` (no reference to ``out``), for the convolution's backward to rebuild it.
-
-        From ``out``'s own autograd node where it has one, so that FBM's backward, which runs later, reuses
-        the bands instead of decomposing ``x`` once more.
-        """
-        node = None if torch.compiler.is_compiling() else out.grad_fn
-        if node is not None and getattr(node, "rebuilt", False) is None:   # a _BandModulation node, not yet rebuilt
-            return functools.partial(_BandModulation.rebuild, node)
-        return functools.partial(self.modulate, x)

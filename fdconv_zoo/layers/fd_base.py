@@ -87,7 +87,8 @@ class FDKernelBase(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, bias: bool, *,
                  kernel_num: int = 64, temperature: float = 1.0, ksm_reduction: float = 0.0625,
-                 ksm_min_hidden: int = 16, recompute_kernel: bool = False, device=None, dtype=None) -> None:
+                 ksm_min_hidden: int = 16, recompute_kernel: bool = False, reference: bool | None = None,
+                 device=None, dtype=None) -> None:
         super().__init__()
         sizes = (("in_channels", in_channels), ("out_channels", out_channels), ("kernel_size", kernel_size))
         for name, value in sizes:
@@ -102,12 +103,10 @@ class FDKernelBase(nn.Module):
         k = kernel_size
         rows, cols = out_channels * k, in_channels * k
         try:
-            group_ids = frequency_group_ids(rows, cols, kernel_num)
+            group_ids = self._group_ids(k, device)
         except ValueError as err:
             raise ValueError(f"{self._describe(k)}: {err}") from None
-        # int32: the per-sample gain-map gather reads half the index bytes, and the buffer is half the size
-        # (int64 is about the size of dft_weight); where backward uses index_add_, it converts (fdw._group_sums)
-        self.register_buffer("group_ids", group_ids.to(device=device, dtype=torch.int32), persistent=False)
+        self.register_buffer("group_ids", group_ids, persistent=False)
         self.dft_weight = nn.Parameter(torch.empty(1, rows, cols // 2 + 1, 2, **dd))
         self.bias = nn.Parameter(torch.zeros(out_channels, **dd)) if bias else None
         self.KSM_Global = KSMGlobal(in_channels, out_channels, k, kernel_num, temperature,
@@ -117,6 +116,9 @@ class FDKernelBase(nn.Module):
         #: training: rebuild the per-sample kernels in backward instead of keeping them (one more FFT per
         #: sample for ~one kernel per sample less memory); a runtime choice, not saved with the weights
         self.recompute_kernel = recompute_kernel
+        #: run the plain reference formulation (``fd_reference``) instead of the fast path; None: the global
+        #: switch (``fd_reference.set_fd_reference``). A runtime choice, not saved with the weights
+        self.reference = reference
         if not _SKIP_WEIGHT_INIT.get():
             weight = torch.empty(out_channels, in_channels, k, k)
             nn.init.kaiming_uniform_(weight, a=5 ** 0.5)
@@ -125,6 +127,17 @@ class FDKernelBase(nn.Module):
     @property
     def _k(self) -> int:
         return self.KSM_Local.kernel_size
+
+    def _group_ids(self, k: int, device) -> Tensor:
+        # int32: the per-sample gain-map gather reads half the index bytes, and the buffer is half the size
+        # (int64 is about the size of dft_weight); where backward uses index_add_, it converts (fdw._group_sums)
+        ids = frequency_group_ids(self.out_channels * k, self.in_channels * k, self.kernel_num)
+        return ids.to(device=device, dtype=torch.int32)
+
+    def init_non_persistent_buffers(self) -> None:
+        """Rebuild the frequency-group map, which checkpoints do not hold (timm's hook; e.g. after building the
+        model on the meta device and ``to_empty()``, see ``timm.models.reinit_non_persistent_buffers``)."""
+        self.group_ids = self._group_ids(self._k, self.dft_weight.device)
 
     def _describe(self, k: int | None = None) -> str:
         k = self._k if k is None else k
@@ -167,7 +180,8 @@ class FDKernelBase(nn.Module):
             scale = spectral_scale(self.out_channels, self.in_channels)
             if factors.gains is not None:
                 scale *= self.kernel_num
-            kernel = modulated_kernels(self.dft_weight.to(work), factors.gains,
+            # contiguous: model.to(memory_format=torch.channels_last) restrides the 4-D spectrum parameter too
+            kernel = modulated_kernels(self.dft_weight.to(work).contiguous(), factors.gains,
                                        local.conv.weight.to(work).view(-1, local.local_size), factors.windows,
                                        self.group_ids, self.out_channels, self._k, float(scale), dtype)
             spatial = factors.spatial

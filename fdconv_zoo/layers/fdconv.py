@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 
 import torch
@@ -11,8 +10,8 @@ from torch import Tensor, nn
 
 from .fbm import DEFAULT_CUTOFFS, FrequencyBandModulation
 from .fd_base import DynamicKernel, FDKernelBase, KernelFactors, pooled_mean, skip_weight_init
+from .fd_reference import fdconv2d_forward, use_reference
 from .per_sample_gemm import autocast_gemm_dtype, tokens_times_kernel
-from .recomputed_saves import saved_as_recomputed
 from .unfolded_conv import unfolded_conv
 
 __all__ = ["FDConv2d"]
@@ -52,7 +51,7 @@ class FDConv2d(FDKernelBase):
                  padding_mode: str = "zeros", *, kernel_num: int = 64, use_fbm: bool = True,
                  fbm_cutoffs: Sequence[float] = DEFAULT_CUTOFFS, fbm_lowfreq_att: bool = False,
                  temperature: float = 1.0, ksm_reduction: float = 0.0625, ksm_min_hidden: int = 16,
-                 recompute_kernel: bool = False, device=None, dtype=None) -> None:
+                 recompute_kernel: bool = False, reference: bool | None = None, device=None, dtype=None) -> None:
         k = _square_kernel(kernel_size)
         if groups != 1:
             raise ValueError(
@@ -65,7 +64,7 @@ class FDConv2d(FDKernelBase):
             )
         super().__init__(in_channels, out_channels, k, bias, kernel_num=kernel_num, temperature=temperature,
                          ksm_reduction=ksm_reduction, ksm_min_hidden=ksm_min_hidden,
-                         recompute_kernel=recompute_kernel, device=device, dtype=dtype)
+                         recompute_kernel=recompute_kernel, reference=reference, device=device, dtype=dtype)
         self.kernel_size = (k, k)
         self.stride = _pair(stride, "stride")
         self.dilation = _pair(dilation, "dilation")
@@ -145,17 +144,14 @@ class FDConv2d(FDKernelBase):
             weight = self.static_weight().to(x.dtype)
             bias = None if self.bias is None else self.bias.to(x.dtype)
             return F.conv2d(F.pad(x, self._pad), weight, bias, self.stride, 0, self.dilation)
+        if use_reference(self.reference):
+            return fdconv2d_forward(self, x)
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         factors = self.kernel_factors(pooled_mean(x, (2, 3)))
         if self.FBM is None:
             y = self._apply_in_chunks(self._apply_kernel, x, factors, channels_last)
         else:
-            modulated = self.FBM(x)
-            # the convolution's backward needs the FBM output: rebuild it there (small GEMMs), do not store it;
-            # FBM's own backward, which runs after it, reuses the rebuilt bands
-            with saved_as_recomputed(modulated, self.FBM.rebuilder(x, modulated), guards=(x,),
-                                     describe=lambda: f"the FBM output of {self._describe()}"):
-                y = self._apply_in_chunks(self._apply_kernel, modulated, factors, channels_last)
+            y = self._apply_in_chunks(self._apply_kernel, self.FBM(x), factors, channels_last)
         if channels_last:
             y = y.contiguous(memory_format=torch.channels_last)
         return y
@@ -203,13 +199,8 @@ class FDConv2d(FDKernelBase):
         else:  # early layers: small kernels, large maps -> one grouped convolution
             weight = self._grouped_weight(dk, fold_input, fold_output, batch)
             xs = (x if fold_input else x * dk.channel[:, :, None, None]).reshape(1, batch * cin, height, width)
-            # the convolution's backward needs its weight: a permuted copy of the kernel that autograd keeps
-            # anyway, so rebuild it there (one small pass) instead of keeping a second copy
-            rebuild = functools.partial(self._grouped_weight, dk, fold_input, fold_output, batch)
-            with saved_as_recomputed(weight, rebuild, guards=(dk.kernel,),
-                                     describe=lambda: f"the grouped kernels of {self._describe()}"):
-                y = F.conv2d(xs, weight, None if fused_bias is None else fused_bias.repeat(batch), self.stride,
-                             (top, left), self.dilation, groups=batch).view(batch, cout, out_h, out_w)
+            y = F.conv2d(xs, weight, None if fused_bias is None else fused_bias.repeat(batch), self.stride,
+                         (top, left), self.dilation, groups=batch).view(batch, cout, out_h, out_w)
         return self._finish(y, dk, bias, fold_output)
 
     def _folded_kernel(self, dk: DynamicKernel, fold_input: bool, fold_output: bool) -> Tensor:

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .fd_base import FDKernelBase, KernelFactors, pooled_mean, skip_weight_init
+from .fd_reference import fdlinear_forward, use_reference
 from .per_sample_gemm import autocast_gemm_dtype, tokens_times_kernel
 
 __all__ = ["FDLinear"]
@@ -22,10 +23,10 @@ class FDLinear(FDKernelBase):
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, kernel_num: int = 64,
                  temperature: float = 1.0, ksm_reduction: float = 0.0625, ksm_min_hidden: int = 16,
-                 recompute_kernel: bool = False, device=None, dtype=None) -> None:
+                 recompute_kernel: bool = False, reference: bool | None = None, device=None, dtype=None) -> None:
         super().__init__(in_features, out_features, 1, bias, kernel_num=kernel_num, temperature=temperature,
                          ksm_reduction=ksm_reduction, ksm_min_hidden=ksm_min_hidden,
-                         recompute_kernel=recompute_kernel, device=device, dtype=dtype)
+                         recompute_kernel=recompute_kernel, reference=reference, device=device, dtype=dtype)
 
     @property
     def in_features(self) -> int:
@@ -64,6 +65,8 @@ class FDLinear(FDKernelBase):
         if batch == 0:        # nn.Linear's contract: an empty batch gives an empty, differentiable output
             weight = self.static_weight().view(self.out_features, self.in_features).to(x.dtype)
             return F.linear(x, weight, None if self.bias is None else self.bias.to(x.dtype))
+        if use_reference(self.reference):
+            return fdlinear_forward(self, x)
         tokens = x.reshape(batch, -1, self.in_features)                      # (B, T, I)
         factors = self.kernel_factors(pooled_mean(tokens, (1,)))
         y = self._apply_in_chunks(self._apply_kernel, tokens, factors)

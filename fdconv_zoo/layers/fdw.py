@@ -42,7 +42,7 @@ def spectral_scale(out_channels: int, in_channels: int) -> int:
 
 def _signed_index(n: int) -> Tensor:
     """``fftfreq(n, d=1/n)`` as exact integers: 0, 1, ..., -1."""
-    idx = torch.arange(n, dtype=torch.int64)
+    idx = torch.arange(n, dtype=torch.int64, device="cpu")
     return torch.where(idx < (n + 1) // 2, idx, idx - n)
 
 
@@ -104,15 +104,16 @@ def _group_ids(rows: int, cols: int, num_groups: int) -> Tensor:
             f"kernel_num={num_groups} is larger than the {num_bins} frequency bins of a "
             f"{rows}x{cols} FDW spectrum: use kernel_num <= {num_bins}"
         )
+    cpu = dict(dtype=torch.int64, device="cpu")   # also inside a `with torch.device("meta")` model build
     u = _signed_index(rows) * cols
-    v = torch.arange(half, dtype=torch.int64) * rows
+    v = torch.arange(half, **cpu) * rows
     key = (u[:, None] ** 2 + v[None, :] ** 2).flatten()
     order = torch.argsort(key, stable=True)
     base, extra = divmod(num_bins, num_groups)
-    sizes = torch.full((num_groups,), base, dtype=torch.int64)
+    sizes = torch.full((num_groups,), base, **cpu)
     sizes[:extra] += 1
-    sorted_ids = torch.repeat_interleave(torch.arange(num_groups, dtype=torch.int64), sizes)
-    ids = torch.empty(num_bins, dtype=torch.int64)
+    sorted_ids = torch.repeat_interleave(torch.arange(num_groups, **cpu), sizes)
+    ids = torch.empty(num_bins, **cpu)
     ids[order] = sorted_ids
     return ids.view(rows, half)
 
@@ -229,9 +230,13 @@ def kernel_from_spectrum(spectrum: Tensor, cols: int) -> Tensor:
     """``irfft2(H(S))`` of a ``(B, rows, cols//2+1)`` complex spectrum, ``(B, rows, cols)``: the per-sample inverse
     FFT every FDW kernel costs, each 1-D pass on contiguous data (``benchmark.fft_floor`` times this).
 
-    ``H`` (spec section 1.6) is applied in place: callers hand over a spectrum they own.
+    ``H`` (:func:`hermitian_part_`) is applied between the two passes, where it is cheapest: the inverse FFT
+    over the rows of a column's Hermitian part is the real part of that column's inverse FFT.
     """
-    return torch.fft.irfft(_rows_transform(hermitian_part_(spectrum, cols), inverse=True), n=cols, dim=-1)
+    rows_done = _rows_transform(spectrum, inverse=True)
+    for v in self_conjugate_columns(cols):
+        torch.view_as_real(rows_done)[..., v, 1] = 0.0
+    return torch.fft.irfft(rows_done, n=cols, dim=-1)
 
 
 def _fdw_kernels(dft: Tensor, gains: Tensor | None, group_ids: Tensor, cols: int, scale: float) -> Tensor:

@@ -77,7 +77,8 @@ class KSMGlobal(nn.Module):
         # of one in training normalises with the running statistics instead of crashing.
         bn = self.bn
         if self.training and h.shape[0] > 1:
-            return bn(h[:, :, None, None]).flatten(1)
+            # batch statistics, running statistics updated in their own dtype (a half model's BN runs in half)
+            return bn(h.to(bn.running_mean.dtype)[:, :, None, None]).flatten(1).to(h.dtype)
         return F.batch_norm(h, bn.running_mean.to(h.dtype), bn.running_var.to(h.dtype),
                             bn.weight.to(h.dtype), bn.bias.to(h.dtype), False, 0.0, bn.eps)
 

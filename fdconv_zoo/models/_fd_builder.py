@@ -126,20 +126,26 @@ def apply_fdconv(model: nn.Module, options: FDOptions) -> ConversionReport:
 class RuntimeOptions:
     """Memory/time trade-offs chosen per run, not saved with the model (``fd_grad_checkpointing``:
     timm's ``set_grad_checkpointing``, each block recomputed in backward; ``fd_recompute_kernel``:
-    each FD layer rebuilds its per-sample kernels in backward instead of keeping them).
+    each FD layer rebuilds its per-sample kernels in backward instead of keeping them; ``fd_reference``:
+    every FD layer runs the plain reference formulation, ``layers/fd_reference.py``, instead of the fast
+    path; None follows the global switch ``set_fd_reference``).
     """
 
     grad_checkpointing: bool = False
     recompute_kernel: bool = False
+    reference: bool | None = None
 
     @classmethod
     def pop(cls, kwargs: dict[str, Any]) -> RuntimeOptions:
-        return cls(bool(kwargs.pop("fd_grad_checkpointing", False)), bool(kwargs.pop("fd_recompute_kernel", False)))
+        reference = kwargs.pop("fd_reference", None)
+        return cls(bool(kwargs.pop("fd_grad_checkpointing", False)), bool(kwargs.pop("fd_recompute_kernel", False)),
+                   None if reference is None else bool(reference))
 
     def apply(self, model: nn.Module) -> None:
         model.set_grad_checkpointing(self.grad_checkpointing)
         for layer in fd_layers(model).values():
             layer.recompute_kernel = self.recompute_kernel
+            layer.reference = self.reference
 
 
 class FDModelMixin:
