@@ -17,9 +17,10 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from .layers._ops.kernel_builder import synthesize_kernels
 from .layers.fbm import DEFAULT_CUTOFFS, frequency_bands
 from .layers.fd_base import FDKernelBase
-from .layers.fdw import conjugate_pairs, spectral_scale, synthesize_kernels
+from .layers.fdw import conjugate_pairs, spectral_scale
 
 __all__ = [
     "BasisSimilarity", "LayerRow", "band_decomposition", "basis_cosine_similarity", "basis_kernels",

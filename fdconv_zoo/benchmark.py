@@ -451,8 +451,8 @@ def fft_floor(model_name: str = "resnet50_fdconv", repeats: int = 5) -> list[dic
 
     import fdconv_zoo  # noqa: F401
 
+    from .layers._ops.kernel_builder import kernel_from_spectrum
     from .layers.fd_base import FDKernelBase
-    from .layers.fdw import kernel_from_spectrum
 
     model = timm.create_model(model_name)
     shapes: dict[tuple[int, int], int] = {}

@@ -6,7 +6,7 @@ from spec_fdconv import spec_group_ids
 
 from fdconv_zoo import FDConv2d, FDLinear
 from fdconv_zoo.analysis import band_decomposition, basis_cosine_similarity, basis_kernels
-from fdconv_zoo.layers import fdw
+from fdconv_zoo.layers._ops import kernel_builder as fdw
 from fdconv_zoo.layers.fdw import dft_to_weight, frequency_group_ids, weight_to_dft
 
 

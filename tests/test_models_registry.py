@@ -9,7 +9,7 @@ import timm
 import torch
 from timm.models import generate_default_cfgs, get_pretrained_cfg
 
-import fdconv_zoo  # noqa: F401  (registers the models)
+import fdconv_zoo.baselines  # noqa: F401  (registers the *_fdconv and the baseline models)
 from fdconv_zoo.models import _fd_builder
 from fdconv_zoo.testing import max_relative_error, randomize_norms_, save_timm_model_to_fake_hub
 
@@ -131,3 +131,15 @@ def test_fx_feature_extraction_treats_dynamic_layers_as_leaves(arch: str) -> Non
     x = torch.randn(1, 3, 64, 64)
     for a, b in zip(hooks(x), fx(x), strict=True):
         assert a.shape == b.shape and max_relative_error(b, a) <= 1e-6
+
+
+def test_baselines_are_registered_only_on_request() -> None:
+    """``import fdconv_zoo`` registers the *_fdconv models only; ``import fdconv_zoo.baselines`` adds the baselines."""
+    import subprocess
+    import sys
+
+    script = ("import timm, fdconv_zoo; print(len(timm.list_models('*_fdconv')), len(timm.list_models('*odconv*')));"
+              "import fdconv_zoo.baselines; print(len(timm.list_models('*odconv*')))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    fd, before, after = map(int, done.stdout.split())
+    assert fd == 11 and before == 0 and after == 4

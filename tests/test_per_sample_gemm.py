@@ -4,7 +4,7 @@ scaled copy of the kernel or the tokens kept for backward."""
 import pytest
 import torch
 
-from fdconv_zoo.layers.per_sample_gemm import OUTPUT_KEPT_ABOVE, tokens_times_kernel
+from fdconv_zoo.layers._ops.per_sample_gemm import OUTPUT_KEPT_ABOVE, tokens_times_kernel
 
 
 def _reference(tokens, kernel, bias):

@@ -15,7 +15,8 @@ from test_layers import perturb_
 import fdconv_zoo  # noqa: F401  (registers the *_fdconv models)
 from fdconv_zoo import FDConv2d, FDLinear
 from fdconv_zoo.benchmark import live_bytes_after as _live_bytes_after
-from fdconv_zoo.layers.fbm import FrequencyBandModulation, low_pass_list, low_pass_masks
+from fdconv_zoo.layers._ops.band_modulation import low_pass_list
+from fdconv_zoo.layers.fbm import FrequencyBandModulation, low_pass_masks
 from fdconv_zoo.testing import max_relative_error
 
 
@@ -334,8 +335,8 @@ def test_fft_floor_covers_every_fd_layer_once():
 def test_kernel_gradient_reaches_the_builder_contiguous(make, shape, channels_last, per_sample, monkeypatch):
     """The kernel builder's backward runs along the kernel's last axis (gate products, per-sample rfft);
     a transposed kernel gradient, as autograd's ``bmm(tokens, K^T)`` gives FDLinear, made each several times slower."""
+    import fdconv_zoo.layers._ops.kernel_builder as fdw
     import fdconv_zoo.layers.fd_base as fd_base
-    import fdconv_zoo.layers.fdw as fdw
 
     if per_sample:
         monkeypatch.setattr(fd_base, "PER_SAMPLE_SPECTRUM_BYTES", 0)
@@ -357,7 +358,7 @@ def test_kernel_gradient_reaches_the_builder_contiguous(make, shape, channels_la
 
 def test_fbm_decomposes_the_input_once_in_backward(monkeypatch):
     """FBM's backward keeps only its input and decomposes it into bands once more, not once per use."""
-    import fdconv_zoo.layers.fbm as fbm_module
+    import fdconv_zoo.layers._ops.band_modulation as fbm_module
 
     calls = []
     decompose = fbm_module._bands_and_gains
@@ -374,7 +375,7 @@ def test_fbm_decomposes_the_input_once_in_backward(monkeypatch):
 def test_fbm_backward_recomputes_in_the_forward_autocast_state(size, monkeypatch):
     """Backward runs outside autocast, as in a training loop; the bands and gains FBM's backward recomputes
     must be bitwise the forward's (its bfloat16 gain conv), not a float32 recomputation."""
-    import fdconv_zoo.layers.fbm as fbm_module
+    import fdconv_zoo.layers._ops.band_modulation as fbm_module
 
     torch.manual_seed(0)
     layer = perturb_(FDConv2d(24, 40, 3, padding=1, kernel_num=8)).train()

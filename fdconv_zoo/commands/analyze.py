@@ -26,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     import timm
     import torch
 
-    import fdconv_zoo  # noqa: F401  (registers the models)
+    import fdconv_zoo.baselines  # noqa: F401  (registers the *_fdconv models and the baselines)
     from fdconv_zoo.analysis import analyze_model
 
     if not timm.is_model(args.model):

@@ -43,7 +43,31 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="build the *_fdconv models with fd_recompute_kernel=True (kernels rebuilt in backward)")
     p.add_argument("--fd-reference", action="store_true",
                    help="build the *_fdconv models with fd_reference=True (the plain reference formulation)")
+    p.add_argument("--markdown", default=None, metavar="PATH",
+                   help="also write everything printed to PATH as a Markdown page, headed by the command, the "
+                        "versions, the machine and the method (e.g. docs/benchmarks.md)")
     p.set_defaults(func=run)
+
+
+_METHOD = """Method: every cell is measured in a fresh subprocess (one model, one measurement), plain and FDConv
+interleaved so that machine load affects both; a time is the median of the timed steps, peak memory is the
+process's resident high-water mark above its level after building the model and input (on CUDA the
+allocator's peak). With several rounds, each time ratio is the median of the per-round FD / plain ratios:
+single cells drift by 10-50% on a shared machine, paired ratios much less."""
+
+
+def _versions() -> str:
+    import timm
+    import torch
+
+    return f"torch {torch.__version__}, timm {timm.__version__}, Python {platform.python_version()}"
+
+
+def _markdown_page(lines: list[str]) -> str:
+    command = "fdconv-zoo " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["bench"] else "fdconv-zoo bench"
+    head = ["# Benchmarks", "", f"Made by `{command}` ({_versions()}).", "", _METHOD, ""]
+    tables = [line for line in lines if not line.startswith("  ")]     # not the per-cell progress lines
+    return "\n".join(head + tables) + "\n"
 
 
 def _machine() -> str:
@@ -62,7 +86,10 @@ def run(args: argparse.Namespace) -> int:
 
     from fdconv_zoo import benchmark
 
+    printed: list[str] = []
+
     def log(line: str) -> None:
+        printed.append(line)
         print(line, flush=True)
 
     try:
@@ -119,4 +146,9 @@ def run(args: argparse.Namespace) -> int:
             "alive besides its output: what backward keeps beyond the input and weights)")
         rows = benchmark.layer_table(args.batch_size, not args.skip_reference, args.repeats)
         log(benchmark.format_layer_table(rows, args.batch_size))
+    if args.markdown:
+        from fdconv_zoo.atomic_io import atomic_write_text
+
+        atomic_write_text(args.markdown, _markdown_page(printed))
+        print(f"wrote {args.markdown}")
     return 0

@@ -2,13 +2,14 @@
 
 from timm.layers import register_notrace_module
 
+from ._ops.kernel_builder import synthesize_kernels
 from .condconv import CondConv2d, CondLinear
 from .dyconv import DyConv2d
 from .fbm import DEFAULT_CUTOFFS, FrequencyBandModulation, frequency_bands, low_pass_masks
 from .fd_base import DynamicKernel, FDKernelBase
 from .fdconv import FDConv2d
 from .fdlinear import FDLinear
-from .fdw import dft_to_weight, frequency_group_ids, synthesize_kernels, weight_to_dft
+from .fdw import dft_to_weight, frequency_group_ids, weight_to_dft
 from .kernel_warehouse import KernelWarehouse, KWConv2d
 from .ksm import KSMGlobal, KSMLocal
 from .odconv import ODConv2d

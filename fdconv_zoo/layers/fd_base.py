@@ -11,7 +11,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from .fdw import dft_to_weight, frequency_group_ids, modulated_kernels, real_dtype, spectral_scale, weight_to_dft
+from ._ops.kernel_builder import modulated_kernels
+from .fdw import dft_to_weight, frequency_group_ids, real_dtype, spectral_scale, weight_to_dft
 from .ksm import KSMGlobal, KSMLocal
 
 __all__ = ["FDKernelBase", "DynamicKernel", "KernelFactors"]

@@ -1,8 +1,8 @@
 """The FDConv layers in plain torch ops, autograd by torch: the meaning of ``FDConv2d`` and ``FDLinear``.
 
-Each step of ``docs/method.md`` is one function here. The layers' fast path (hand-written backward
-passes, per-sample chunks, factors moved onto whichever tensor is smaller) is proven equal to this one
-by the tests, forward and every gradient; :func:`use_reference` says which one a layer runs.
+Each step of ``docs/method.md`` is one function here. The layers' fast path (``_ops/``: hand-written
+backward passes, per-sample chunks, factors moved onto whichever tensor is smaller) is proven equal to
+this one by the tests, forward and every gradient; :func:`use_reference` says which one a layer runs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from timm.layers import is_exportable, is_scriptable
 from torch import Tensor
 
-from .fbm import low_pass_masks
+from .bands import low_pass_masks
 from .fdw import hermitian_part, real_dtype, spectral_scale
 
 __all__ = ["set_fd_reference", "use_reference", "fdw_kernels", "local_modulation", "aggregated_kernels",

@@ -1,4 +1,4 @@
-"""FDConv2d: a drop-in ``nn.Conv2d`` with Frequency Dynamic Convolution (spec sections 1-3)."""
+"""FDConv2d: a drop-in ``nn.Conv2d`` with Frequency Dynamic Convolution (docs/method.md)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._ops.per_sample_gemm import autocast_gemm_dtype, tokens_times_kernel
+from ._ops.unfolded_conv import unfolded_conv
 from .fbm import DEFAULT_CUTOFFS, FrequencyBandModulation
 from .fd_base import DynamicKernel, FDKernelBase, KernelFactors, pooled_mean, skip_weight_init
 from .fd_reference import fdconv2d_forward, use_reference
-from .per_sample_gemm import autocast_gemm_dtype, tokens_times_kernel
-from .unfolded_conv import unfolded_conv
 
 __all__ = ["FDConv2d"]
 
@@ -162,7 +162,7 @@ class FDConv2d(FDKernelBase):
     def _convolve(self, x: Tensor, dk: DynamicKernel, channels_last: bool) -> Tensor:
         """``conv(x, kernel * channel * spatial) * filter + bias`` per sample.
 
-        The rank-1 factors go wherever they cost less (spec section 2): on the kernel when it is
+        The rank-1 factors go wherever they cost less (docs/method.md, section 2): on the kernel when it is
         smaller than the activation they would otherwise scale (early layers: one small pass instead
         of a pass over a large feature map), on the activations when it is larger (late layers).
         """

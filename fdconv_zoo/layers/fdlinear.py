@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._ops.per_sample_gemm import autocast_gemm_dtype, tokens_times_kernel
 from .fd_base import FDKernelBase, KernelFactors, pooled_mean, skip_weight_init
 from .fd_reference import fdlinear_forward, use_reference
-from .per_sample_gemm import autocast_gemm_dtype, tokens_times_kernel
 
 __all__ = ["FDLinear"]
 
@@ -18,7 +18,7 @@ class FDLinear(FDKernelBase):
 
     KSM pools over every token position of a sample (all axes between batch and channels), so
     ``(B, H, W, C)`` NHWC maps and ``(B, L, C)`` sequences are both handled. There is no FBM:
-    a 1x1 layer has no kernel frequency bands to modulate (spec section 3).
+    a 1x1 layer has no kernel frequency bands to modulate (docs/method.md, section 3).
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *, kernel_num: int = 64,

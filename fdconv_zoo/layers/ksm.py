@@ -1,4 +1,4 @@
-"""Kernel Spatial Modulation (spec section 2): per-sample attentions from pooled features.
+"""Kernel Spatial Modulation (docs/method.md, section 2): per-sample attentions from pooled features.
 
 Module and parameter names follow the official checkpoint layout (``KSM_Global.fc``,
 ``KSM_Local.conv``, ...), so official and converted checkpoints load without remapping. Every
@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from timm.models.metaformer import StarReLU
 from torch import Tensor, nn
 
-from .fdw import matrix_times_batch
+from ._ops.kernel_builder import matrix_times_batch
 
 __all__ = ["KSMGlobal", "KSMLocal", "ksm_hidden_channels", "local_kernel_size"]
 

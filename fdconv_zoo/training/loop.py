@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..baselines import anneal_dynamic_layers, dynamic_layers
+from ..layers.dynamic_schedules import anneal_dynamic_layers, dynamic_layers
 from .checkpoint import read_trainer_state, save_checkpoint
 from .errors import InputError
 

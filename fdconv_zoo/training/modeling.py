@@ -26,7 +26,7 @@ def check_model_name(name: str) -> str:
     """Fail early, with suggestions, on a name timm does not know (``import fdconv_zoo`` registers ours)."""
     import timm
 
-    import fdconv_zoo  # noqa: F401  (registers the *_fdconv models with timm)
+    import fdconv_zoo.baselines  # noqa: F401  (registers the *_fdconv models and the baselines with timm)
 
     if not name:
         raise InputError("--model is empty")

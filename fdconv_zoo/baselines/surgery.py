@@ -15,12 +15,13 @@ from typing import Any
 
 from torch import nn
 
-from .convert import ConversionReport, replace_layers
-from .layers.condconv import CondConv2d, CondLinear
-from .layers.dyconv import DyConv2d, annealed_temperature, set_temperature
-from .layers.dynamic_base import DynamicConv2dBase
-from .layers.kernel_warehouse import KWConv2d, kw_tau_schedule, set_kw_tau, share_warehouse
-from .layers.odconv import ODConv2d
+from ..convert import ConversionReport, replace_layers
+from ..layers.condconv import CondConv2d, CondLinear
+from ..layers.dyconv import DyConv2d
+from ..layers.dynamic_base import DynamicConv2dBase
+from ..layers.dynamic_schedules import anneal_dynamic_layers, dynamic_layers
+from ..layers.kernel_warehouse import KWConv2d, share_warehouse
+from ..layers.odconv import ODConv2d
 
 __all__ = ["METHODS", "anneal_dynamic_layers", "convert_to_dynamic", "dynamic_layers", "dynamic_skip_reason",
            "kw_share_warehouses"]
@@ -76,11 +77,6 @@ def convert_to_dynamic(model: nn.Module, method: str, *, include: Iterable[str] 
                                                                     name=names.get(id(m), "")))
 
 
-def dynamic_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """Every dynamic-conv baseline layer of ``model`` (CondConv/DY-Conv/ODConv/KW, CondLinear) by name."""
-    return {n: m for n, m in model.named_modules() if isinstance(m, (DynamicConv2dBase, CondLinear))}
-
-
 def kw_share_warehouses(model: nn.Module, group_of: Callable[[str, KWConv2d], str], mult: float) -> dict[str, int]:
     """Share one warehouse per group (``group_of(name, layer)``, e.g. stage and kernel size) of KW layers.
 
@@ -108,19 +104,4 @@ def kw_cell_sizes(convs: Mapping[str, nn.Conv2d], group_of: Callable[[str, nn.Co
         if g % do or g % di:
             raise ValueError(f"KW cell divisors {(do, di)} do not divide the group gcd {g} of layer '{name}'")
         out[name] = (g // do, g // di)
-    return out
-
-
-def anneal_dynamic_layers(model: nn.Module, epoch: float) -> dict[str, float]:
-    """Set the papers' schedules at (fractional) ``epoch``: DY-Conv/ODConv temperature 30 -> 1 over 10 epochs,
-    KernelWarehouse tau 1 -> 0 over 20. Stateless, so a resumed run gets the same values; a model without
-    such layers is left alone. Returns what was set (for logging).
-    """
-    out: dict[str, float] = {}
-    temperature = annealed_temperature(epoch)
-    if set_temperature(model, temperature):
-        out["temperature"] = temperature
-    tau = kw_tau_schedule(epoch)
-    if set_kw_tau(model, tau):
-        out["kw_tau"] = tau
     return out

@@ -28,9 +28,9 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import Tensor, nn
 
-from ..baselines import METHODS, convert_to_dynamic, dynamic_layers, kw_cell_sizes, kw_share_warehouses
 from ..layers.condconv import CondLinear
-from ._fd_builder import base_cfg
+from ..models._fd_builder import base_cfg
+from .surgery import METHODS, convert_to_dynamic, dynamic_layers, kw_cell_sizes, kw_share_warehouses
 
 __all__ = ["ResNetDyn", "BASELINE_VARIANTS", "KW_PRESETS", "PAPERS", "vanilla_to_dynamic"]
 
