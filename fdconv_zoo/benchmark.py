@@ -442,9 +442,9 @@ def fft_floor(model_name: str = "resnet50_fdconv", repeats: int = 5) -> list[dic
     """Per sample, the time of nothing but the two 1-D inverse FFTs of every FD layer's kernel.
 
     One inverse FFT of kernel size per sample and layer is what FDW cannot avoid (the attention
-    scales frequency groups before the transform; see docs/benchmarks.md, "The floor"), so the sum
+    scales frequency groups before the transform), so the sum
     is a lower bound on what a ``*_fdconv`` forward adds per sample, however the rest is fused. Each
-    shape is timed with the layers' own transform (``fdw.kernel_from_spectrum``); minimum of ``repeats``.
+    shape is timed with the layers' own transform (``kernel_builder.kernel_from_spectrum``); minimum of ``repeats``.
     Returns one row per distinct ``(rows, cols)`` with its layer count.
     """
     import timm

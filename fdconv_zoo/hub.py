@@ -25,7 +25,14 @@ from torch import nn
 from .atomic_io import staged_folder
 from .catalogue import HUB_ORG, find_entry, make_entry, record_checkpoint
 from .checkpoints import file_sha256, load_checkpoint_file, verify_sha256
-from .hub_errors import CatalogueError, CorruptCheckpointError, HubError, HubUnavailableError, ReproductionError
+from .hub_errors import (
+    CatalogueError,
+    CorruptCheckpointError,
+    HubError,
+    HubUnavailableError,
+    ReproductionError,
+    hub_network_errors,
+)
 
 __all__ = [
     "WEIGHTS_NAME",
@@ -56,24 +63,6 @@ def _split_revision(repo_id: str) -> tuple[str, str | None]:
     return repo, revision or None
 
 
-def _network_errors() -> tuple[type[BaseException], ...]:
-    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
-
-    errors: tuple[type[BaseException], ...] = (LocalEntryNotFoundError, OfflineModeIsEnabled)
-    try:  # huggingface_hub 1.x/2.x speak httpx (2.x: "httpx2"); older ones requests
-        import httpx2
-
-        errors += (httpx2.ConnectError, httpx2.TimeoutException, httpx2.NetworkError)
-    except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
-        try:
-            import httpx
-
-            errors += (httpx.ConnectError, httpx.TimeoutException, httpx.NetworkError)
-        except ImportError:
-            pass
-    return errors
-
-
 @contextlib.contextmanager
 def hub_error_guidance(repo_id: str, filename: str | None = None,
                        cache_dir: str | os.PathLike | None = None) -> Iterator[None]:
@@ -86,7 +75,7 @@ def hub_error_guidance(repo_id: str, filename: str | None = None,
 
     try:
         yield
-    except _network_errors() as err:
+    except hub_network_errors() as err:
         cache = str(cache_dir or constants.HF_HUB_CACHE)
         raise HubUnavailableError(_split_revision(repo_id)[0], filename, err, cache) from err
 
@@ -185,7 +174,7 @@ def save_for_hub(model: nn.Module, folder: str | os.PathLike, *, model_args: Map
     ``config.json`` comes from timm's ``save_for_hf`` (architecture, ``model_args`` recorded by
     ``create_model`` plus ``model_args`` given here, pretrained_cfg), so ``hf-hub:``/``local-dir:``
     rebuild the same network. ``card_fields`` go to :func:`fdconv_zoo.cards.render_card`
-    (``tag`` is required; ``converted_from`` or ``trained_with``, ``metrics``, ``stats``...).
+    (``tag``, by default the model's own timm tag; ``converted_from`` or ``trained_with``, ``metrics``, ``stats``...).
     Written through :func:`fdconv_zoo.atomic_io.staged_folder`: a crash never leaves a
     half-written file under a final name.
     """
@@ -194,7 +183,11 @@ def save_for_hub(model: nn.Module, folder: str | os.PathLike, *, model_args: Map
     from .cards import render_card
 
     if "tag" not in card_fields:
-        raise TypeError("save_for_hub needs tag=... for the model card (the checkpoint's timm tag)")
+        tag = (getattr(model, "pretrained_cfg", None) or {}).get("tag")
+        if not tag:
+            raise ValueError("save_for_hub: the model has no timm tag in its pretrained_cfg to name the checkpoint; "
+                             "pass tag='...' (e.g. tag='fd_in1k')")
+        card_fields["tag"] = tag
     with staged_folder(folder) as staging:
         # the source model's cfg notes (e.g. "converted on load from timm/...") describe where *its*
         # weights came from, not this checkpoint's: the card and catalogue carry the provenance.
@@ -322,7 +315,7 @@ def push_to_hub(model: nn.Module, *, tag: str, converted_from: str | None = None
         api.create_repo(repo_id, repo_type="model", exist_ok=True, private=private)
         info = api.create_commit(repo_id, operations=operations, repo_type="model", revision=revision,
                                  commit_message=commit_message or f"Upload {repo_id} ({sha[:12]})")
-    except _network_errors() as err:
+    except hub_network_errors() as err:
         raise HubError(f"cannot push {repo_id}: the Hub is unreachable or offline mode is on ({type(err).__name__}). "
                        "Pushing needs network access and a write token (HF_TOKEN or `hf auth login`); "
                        f"stage and verify offline with --dry-run (staged at {folder}).") from err

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 
 __all__ = [
+    "hub_network_errors",
     "HubError",
     "HubUnavailableError",
     "CorruptCheckpointError",
@@ -31,6 +32,25 @@ def format_key_list(keys: Iterable[str], limit: int = _LIST_LIMIT) -> str:
     if len(keys) > limit:
         lines.append(f"    ... and {len(keys) - limit} more")
     return "\n".join(lines)
+
+
+def hub_network_errors() -> tuple[type[BaseException], ...]:
+    """What huggingface_hub raises when the Hub is unreachable (or offline mode is on) and the file is not cached."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    errors: tuple[type[BaseException], ...] = (LocalEntryNotFoundError, OfflineModeIsEnabled)
+    try:  # huggingface_hub 1.x/2.x speak httpx (2.x: "httpx2"); older ones requests
+        import httpx2
+
+        errors += (httpx2.ConnectError, httpx2.TimeoutException, httpx2.NetworkError)
+    except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
+        try:
+            import httpx
+
+            errors += (httpx.ConnectError, httpx.TimeoutException, httpx.NetworkError)
+        except ImportError:
+            pass
+    return errors
 
 
 class HubError(RuntimeError):

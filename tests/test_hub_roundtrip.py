@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from collections import deque
@@ -244,3 +245,13 @@ def test_missing_and_unexpected_keys_listed(small_model):
     assert info.value.missing == ["layer1.0.conv2.FBM.freq_weight_conv_list.1.bias"]
     assert check_state_dict(small_model.state_dict(), small_model) == []
     assert fdconv_zoo.hub.HUB_FILES == ("README.md", "config.json", "model.safetensors")
+
+
+def test_save_for_hub_takes_the_card_tag_from_the_model(small_model, tmp_path: Path):
+    folder = save_for_hub(small_model, tmp_path / "repo")
+    tag = small_model.pretrained_cfg["tag"]
+    assert tag and f"`{tag}`" in (folder / "README.md").read_text()
+    untagged = copy.deepcopy(small_model)
+    untagged.pretrained_cfg = {}
+    with pytest.raises(ValueError, match="no timm tag .*pass tag="):
+        save_for_hub(untagged, tmp_path / "other")

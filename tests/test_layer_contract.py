@@ -31,6 +31,9 @@ MODELS = {
 
 
 IMPLS = pytest.mark.parametrize("reference", [False, True], ids=["fast", "reference"])
+# whole models through the reference formulation are slow on the CPU: the default run keeps the fast path
+MODEL_IMPLS = pytest.mark.parametrize("reference", [False, pytest.param(True, marks=pytest.mark.slow)],
+                                      ids=["fast", "reference"])
 
 
 def _choose(module: nn.Module, reference: bool) -> nn.Module:
@@ -72,7 +75,7 @@ def test_forward_without_backward_frees_its_graph(name, train, reference):
     assert _live_after_calls(layer, x.requires_grad_(), 20) < one_output
 
 
-@IMPLS
+@MODEL_IMPLS
 @pytest.mark.parametrize("name", list(MODELS))
 def test_model_forward_without_backward_frees_its_graph(name, reference):
     model, x = _model(name, reference)
@@ -97,7 +100,7 @@ def test_layer_cast_to_a_dtype_runs_in_it(name, train, dtype, reference):
         assert all(p.grad is not None and p.grad.dtype == dtype for p in cast.parameters())
 
 
-@IMPLS
+@MODEL_IMPLS
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_model_cast_to_half_precision_trains(dtype, reference):
     model, x = _model("resnet18_fdconv", reference)
@@ -108,7 +111,7 @@ def test_model_cast_to_half_precision_trains(dtype, reference):
     assert all(p.grad is not None for p in model.parameters())
 
 
-@IMPLS
+@MODEL_IMPLS
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("name", list(MODELS))
 def test_channels_last_model_and_inputs_give_the_same_numbers(name, train, reference):
@@ -163,7 +166,7 @@ def test_model_exports():
         assert max_relative_error(exported.module()(x), model(x)) <= 1e-5
 
 
-@IMPLS
+@MODEL_IMPLS
 @pytest.mark.parametrize("name", list(MODELS))
 def test_eval_outputs_do_not_depend_on_the_rest_of_the_batch(name, reference):
     model, x = _model(name, reference)

@@ -143,3 +143,26 @@ def test_baselines_are_registered_only_on_request() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
     fd, before, after = map(int, done.stdout.split())
     assert fd == 11 and before == 0 and after == 4
+
+
+@pytest.mark.parametrize("module", ["fdconv_zoo.models.fd_dynconv_baselines", "fdconv_zoo.reference"])
+def test_moved_modules_still_import_with_a_deprecation_warning(module: str) -> None:
+    import subprocess
+    import sys
+
+    script = (f"import warnings, fdconv_zoo\nwith warnings.catch_warnings(record=True) as caught:\n"
+              f"    warnings.simplefilter('always')\n    import {module}\n"
+              "print(any(issubclass(w.category, DeprecationWarning) and 'fdconv_zoo' in str(w.message)"
+              " for w in caught))")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=True)
+    assert done.stdout.strip() == "True", done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name, repo", [("resnet18_fdconv.a1_in1k", "timm/resnet18.a1_in1k"),
+                                        ("convnext_tiny_fdconv.in12k_ft_in1k", "timm/convnext_tiny.in12k_ft_in1k")])
+def test_pretrained_without_hub_or_cache_names_the_repo_and_the_fix(fake_hub, name, repo) -> None:
+    """The front door: ``timm.create_model(..., pretrained=True)`` offline with an empty cache."""
+    from fdconv_zoo.hub_errors import HubUnavailableError
+
+    with pytest.raises(HubUnavailableError, match=rf"(?s)'{repo}'.*HF_HUB_OFFLINE=1.*fdconv-zoo convert"):
+        timm.create_model(name, pretrained=True)

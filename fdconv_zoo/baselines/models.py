@@ -24,12 +24,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 from torch import Tensor, nn
 
 from ..layers.condconv import CondLinear
-from ..models._fd_builder import base_cfg
+from ..models._fd_builder import base_cfg, build_fd_model
 from .surgery import METHODS, convert_to_dynamic, dynamic_layers, kw_cell_sizes, kw_share_warehouses
 
 __all__ = ["ResNetDyn", "BASELINE_VARIANTS", "KW_PRESETS", "PAPERS", "vanilla_to_dynamic"]
@@ -163,7 +163,7 @@ def _create(depth: int, suffix: str, pretrained: bool, **kwargs: Any) -> ResNetD
     method, mult = BASELINE_VARIANTS[suffix]
     block, layers = (BasicBlock, (2, 2, 2, 2)) if depth == 18 else (Bottleneck, (3, 4, 6, 3))
     args = dict(block=block, layers=layers, dyn_method=method, dyn_mult=mult)
-    return build_model_with_cfg(ResNetDyn, f"resnet{depth}_{suffix}", pretrained,
+    return build_fd_model(ResNetDyn, f"resnet{depth}_{suffix}", pretrained,
                                 pretrained_filter_fn=vanilla_to_dynamic, **dict(args, **kwargs))
 
 

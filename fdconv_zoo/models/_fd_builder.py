@@ -18,10 +18,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from timm.models import build_model_with_cfg, get_pretrained_cfg
 from torch import Tensor, nn
 
 from ..catalogue import trained_cfgs
 from ..convert import ConversionReport, convert_to_fdconv, fd_layers, fd_skip_reason, vanilla_to_fdconv
+from ..hub_errors import HubUnavailableError, hub_network_errors
 from ..layers.fdlinear import FDLinear
 from ..layers.ksm import ksm_hidden_channels
 
@@ -146,6 +148,26 @@ class RuntimeOptions:
         for layer in fd_layers(model).values():
             layer.recompute_kernel = self.recompute_kernel
             layer.reference = self.reference
+
+
+def build_fd_model(model_cls: type[nn.Module], variant: str, pretrained: bool, **kwargs: Any) -> nn.Module:
+    """timm's ``build_model_with_cfg``, with the package's own message when pretrained weights cannot be fetched.
+
+    huggingface_hub's bare "not in the local cache" error becomes :class:`HubUnavailableError`: the Hub repo
+    that was tried and what to do (a cache filled elsewhere with ``HF_HUB_OFFLINE=1``, or ``fdconv-zoo convert``).
+    """
+    try:
+        return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
+    except hub_network_errors() as err:
+        raise HubUnavailableError(_hub_repo(variant, kwargs.get("pretrained_cfg")), None, err) from err
+
+
+def _hub_repo(variant: str, cfg: Any) -> str:
+    """The Hub repo a build tried: ``cfg`` as timm hands it over (a tag, a dict, a ``PretrainedCfg`` or None)."""
+    if isinstance(cfg, str) or cfg is None:
+        cfg = get_pretrained_cfg(f"{variant}.{cfg}" if cfg else variant)
+    repo = cfg.get("hf_hub_id") if isinstance(cfg, dict) else getattr(cfg, "hf_hub_id", None)
+    return repo or variant
 
 
 class FDModelMixin:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models.convnext import ConvNeXt
 from timm.models.convnext import checkpoint_filter_fn as convnext_filter
 
@@ -21,6 +21,7 @@ from ._fd_builder import (
     FDModelMixin,
     FDOptions,
     base_cfg,
+    build_fd_model,
     fd_checkpoint_filter,
     fd_default_cfgs,
 )
@@ -62,7 +63,7 @@ default_cfgs = generate_default_cfgs({
 
 
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> ConvNeXtFD:
-    return build_model_with_cfg(
+    return build_fd_model(
         ConvNeXtFD, variant, pretrained,
         pretrained_filter_fn=fd_checkpoint_filter(convnext_filter),
         feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True),

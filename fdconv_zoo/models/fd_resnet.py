@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from ._fd_builder import (
     FDModelMixin,
     FDOptions,
     base_cfg,
+    build_fd_model,
     fd_checkpoint_filter,
     fd_default_cfgs,
 )
@@ -58,7 +59,7 @@ default_cfgs = generate_default_cfgs({
 
 
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> ResNetFD:
-    return build_model_with_cfg(ResNetFD, variant, pretrained, pretrained_filter_fn=fd_checkpoint_filter(None),
+    return build_fd_model(ResNetFD, variant, pretrained, pretrained_filter_fn=fd_checkpoint_filter(None),
                                 **kwargs)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models.swin_transformer import SwinTransformer
 from timm.models.swin_transformer import checkpoint_filter_fn as swin_filter
 
@@ -23,6 +23,7 @@ from ._fd_builder import (
     FDModelMixin,
     FDOptions,
     base_cfg,
+    build_fd_model,
     fd_checkpoint_filter,
     fd_default_cfgs,
 )
@@ -63,7 +64,7 @@ default_cfgs = generate_default_cfgs({
 
 def _create(variant: str, pretrained: bool, **kwargs: Any) -> SwinTransformerFD:
     out_indices = kwargs.pop("out_indices", tuple(range(len(kwargs.get("depths", (1, 1, 3, 1))))))
-    return build_model_with_cfg(
+    return build_fd_model(
         SwinTransformerFD, variant, pretrained,
         pretrained_filter_fn=fd_checkpoint_filter(swin_filter),
         feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
