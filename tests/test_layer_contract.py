@@ -1,12 +1,15 @@
 """What every FD layer and model promises users: no leak, every dtype and memory format, meta-device
-construction, export, and batch independence in eval mode."""
+construction, export, TorchScript, and batch independence in eval mode."""
 
 import copy
+import warnings
 
 import pytest
 import timm
 import torch
 from test_layers import perturb_
+from test_perf import _no_graph_breaks
+from timm.layers import set_layer_config
 from timm.models._manipulate import reinit_non_persistent_buffers
 from torch import nn
 
@@ -164,6 +167,48 @@ def test_model_exports():
     exported = torch.export.export(model, (x,))
     with torch.no_grad():
         assert max_relative_error(exported.module()(x), model(x)) <= 1e-5
+
+
+@IMPLS
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_layer_compiles_without_graph_breaks(name, train, reference):
+    _no_graph_breaks(*_layer(name, train, reference))
+
+
+def _script(module: nn.Module) -> torch.jit.ScriptModule:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)      # torch.jit.script is deprecated in favour of export
+        return torch.jit.script(module)
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("name", list(LAYERS))
+def test_layer_scripts_and_equals_the_fast_path(name, train):
+    """TorchScript compiles the reference formulation; its outputs and gradients are the fast path's."""
+    layer, x = _layer(name, train)
+    scripted = _script(copy.deepcopy(layer))
+    x_fast, x_script = x.clone().requires_grad_(), x.clone().requires_grad_()
+    y_fast, y_script = layer(x_fast), scripted(x_script)
+    assert max_relative_error(y_script, y_fast) <= 1e-5
+    y_fast.square().sum().backward()
+    y_script.square().sum().backward()
+    assert max_relative_error(x_script.grad, x_fast.grad) <= 1e-5
+    scripted_grads = dict(scripted.named_parameters())
+    for param_name, param in layer.named_parameters():
+        assert max_relative_error(scripted_grads[param_name].grad, param.grad) <= 1e-4, param_name
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_model_scripts_under_timms_scriptable_mode(name):
+    fast, x = _model(name)
+    with set_layer_config(scriptable=True):
+        torch.manual_seed(0)
+        model = timm.create_model(name, num_classes=5, drop_path_rate=0.0)
+    model.load_state_dict(fast.state_dict())
+    scripted = _script(model.eval())
+    with torch.no_grad():
+        assert max_relative_error(scripted(x), fast.eval()(x)) <= 1e-5
 
 
 @MODEL_IMPLS

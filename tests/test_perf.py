@@ -102,17 +102,6 @@ def _no_graph_breaks(module, *inputs) -> None:
     assert explanation.graph_break_count == 0, [r.reason for r in explanation.break_reasons]
 
 
-@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
-@pytest.mark.parametrize("k,size", [(3, 9), (1, 9), (3, 3)], ids=["k3-conv", "k1", "k3-unfold"])
-def test_fdconv_forward_has_no_graph_breaks(k, size, train):
-    fd = perturb_(FDConv2d(32, 48, k, padding=k // 2, kernel_num=8)).train(train)
-    _no_graph_breaks(fd, torch.randn(2, 32, size, size - 2))
-
-
-def test_fdlinear_forward_has_no_graph_breaks():
-    _no_graph_breaks(perturb_(FDLinear(32, 40, kernel_num=8)).train(), torch.randn(2, 5, 32))
-
-
 @pytest.mark.parametrize("make,shape", [(lambda: FDConv2d(32, 48, 3, padding=1, kernel_num=8), (2, 32, 3, 3)),
                                         (lambda: FDLinear(32, 40, kernel_num=8), (2, 5, 32))])
 def test_autocast_forward_has_no_graph_breaks(make, shape):

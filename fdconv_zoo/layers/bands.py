@@ -9,7 +9,8 @@ from fractions import Fraction
 import torch
 from torch import Tensor
 
-__all__ = ["DEFAULT_CUTOFFS", "cutoff_edge_is_kept", "kept_frequencies", "low_pass_masks"]
+__all__ = ["DEFAULT_CUTOFFS", "cutoff_edge_is_kept", "cutoff_rule", "exact_low_pass_masks", "kept_count",
+           "kept_frequencies", "low_pass_masks"]
 
 DEFAULT_CUTOFFS = (0.25, 0.125, 0.0625)
 
@@ -33,11 +34,21 @@ def low_pass_masks(height: int, width: int, cutoffs: Sequence[float], device=Non
 
 
 def _build_masks(height: int, width: int, cutoffs: Sequence[float], device, dtype: torch.dtype) -> Tensor:
-    fy = torch.fft.fftfreq(height, d=1.0 / height, dtype=torch.float64).abs()   # exact integers |u'|
-    fx = torch.arange(width // 2 + 1, dtype=torch.float64)
-    masks = [(fy[:, None] < kept_frequencies(height, c)) & (fx[None, :] < kept_frequencies(width, c))
-             for c in cutoffs]
-    return torch.stack(masks).to(device=device, dtype=dtype)
+    rules = [cutoff_rule(c) for c in cutoffs]
+    return exact_low_pass_masks(height, width, rules, torch.device("cpu")).to(device=device, dtype=dtype)
+
+
+def exact_low_pass_masks(height: int, width: int, rules: list[tuple[int, int, bool]], device: torch.device) -> Tensor:
+    """The masks of :func:`low_pass_masks` from each cutoff's :func:`cutoff_rule`, uncached, boolean.
+
+    ``|fftfreq(n) * n|`` is ``min(u, n - u)`` at index ``u``: the row and column frequencies as exact integers.
+    """
+    rows = torch.arange(height, device=device)
+    fy = torch.minimum(rows, height - rows)
+    fx = torch.arange(width // 2 + 1, device=device)
+    masks = [(fy[:, None] < kept_count(height, r[0], r[1], r[2])) & (fx[None, :] < kept_count(width, r[0], r[1], r[2]))
+             for r in rules]
+    return torch.stack(masks)
 
 
 def cutoff_edge_is_kept(cutoff: float) -> bool:
@@ -53,7 +64,7 @@ def cutoff_edge_is_kept(cutoff: float) -> bool:
 
 
 @torch.compiler.assume_constant_result
-def _cutoff_rule(cutoff: float) -> tuple[int, int, bool]:
+def cutoff_rule(cutoff: float) -> tuple[int, int, bool]:
     """``cutoff`` as an exact ratio ``num / den`` and its edge rule: constants, also while dynamo traces."""
     num, den = Fraction(cutoff).as_integer_ratio()
     return num, den, cutoff_edge_is_kept(cutoff)
@@ -66,7 +77,11 @@ def kept_frequencies(size: int, cutoff: float) -> int:
     :func:`cutoff_edge_is_kept`, not with float ``fftfreq`` values, which round across the edge at
     some sizes (``u = size/4`` falls just below 1/4 in float32 at 164, 188, 220, ...).
     """
-    num, den, edge_kept = _cutoff_rule(cutoff)
+    return kept_count(size, *cutoff_rule(cutoff))
+
+
+def kept_count(size: int, num: int, den: int, edge_kept: bool) -> int:
+    """:func:`kept_frequencies` for the cutoff ``num / den`` with its edge rule, in integers only."""
     scaled = num * size
     below = -(-scaled // den)                             # u / size < num / den
     on_edge = edge_kept and scaled % den == 0             # u = size * num / den is an integer frequency

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor, nn
 
 from ._ops.band_modulation import fbm, fbm_no_grad, frequency_bands
-from .bands import DEFAULT_CUTOFFS, kept_frequencies, low_pass_masks
+from .bands import DEFAULT_CUTOFFS, cutoff_rule, exact_low_pass_masks, kept_frequencies, low_pass_masks
+from .fd_reference import band_modulation
 
 __all__ = ["DEFAULT_CUTOFFS", "FrequencyBandModulation", "frequency_bands", "kept_frequencies", "low_pass_masks"]
 
@@ -23,6 +24,8 @@ class FrequencyBandModulation(nn.Module):
         decreasing = list(self.cutoffs) == sorted(self.cutoffs, reverse=True)
         if not self.cutoffs or any(not 0.0 < c <= 0.5 for c in self.cutoffs) or not decreasing:
             raise ValueError(f"FBM cutoffs must be decreasing values in (0, 0.5], got {cutoffs}")
+        #: each cutoff as ``(num, den, edge kept)``: the band edges in integers (``bands.cutoff_rule``)
+        self.edge_rules = [cutoff_rule(c) for c in self.cutoffs]
         self.lowfreq_att = lowfreq_att
         num_maps = len(self.cutoffs) + int(lowfreq_att)
         self.freq_weight_conv_list = nn.ModuleList(
@@ -37,7 +40,18 @@ class FrequencyBandModulation(nn.Module):
         return weight, torch.cat([c.bias for c in self.freq_weight_conv_list])
 
     def forward(self, x: Tensor) -> Tensor:
-        return fbm(x, *self._gain_conv(), self.cutoffs)
+        if torch.jit.is_scripting():
+            return self.forward_reference(x)
+        else:
+            return fbm(x, *self._gain_conv(), self.cutoffs)
+
+    def forward_reference(self, x: Tensor) -> Tensor:
+        """The plain formulation (``fd_reference.band_modulation``), autograd by torch."""
+        gains = []
+        for conv in self.freq_weight_conv_list:
+            gains.append(2.0 * torch.sigmoid(conv(x)))
+        masks = exact_low_pass_masks(x.shape[-2], x.shape[-1], self.edge_rules, x.device)
+        return band_modulation(x, gains, masks)
 
     def modulate(self, x: Tensor) -> Tensor:
         """The forward pass, outside autograd's graph."""

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from ._ops.kernel_builder import modulated_kernels
+from .fd_reference import aggregate_kernels, fdw_kernels
 from .fdw import dft_to_weight, frequency_group_ids, real_dtype, spectral_scale, weight_to_dft
 from .ksm import KSMGlobal, KSMLocal
 
@@ -193,9 +194,21 @@ class FDKernelBase(nn.Module):
                 dk = DynamicKernel(*(t if t is None else t.to(dtype) for t in dk))
         return dk
 
-    def dynamic_kernel(self, pooled: Tensor) -> DynamicKernel:
-        """Build every sample's kernel from pooled features ``(B, I)``, in float32 (float64 kept)."""
-        return self.build_kernel(self.kernel_factors(pooled))
+    def reference_kernels(self, pooled: Tensor) -> Tensor:
+        """Every sample's kernel ``K_b`` (docs/method.md, sections 1-2) from pooled features ``(B, I)``, in plain
+        torch ops: ``(B, O, I, k, k)`` in float32 (float64 kept), KSM outside autocast."""
+        if torch.jit.is_scripting():
+            return self._reference_kernels(pooled)
+        else:
+            with torch.autocast(pooled.device.type, enabled=False):
+                return self._reference_kernels(pooled)
+
+    def _reference_kernels(self, pooled: Tensor) -> Tensor:
+        pooled = pooled.to(real_dtype(self.dft_weight.dtype))
+        channel, filt, spatial, gains = self.KSM_Global(pooled)
+        fdw = fdw_kernels(self.dft_weight.to(pooled.dtype), self.group_ids, gains, self.out_channels,
+                          self.in_channels, self._k)
+        return aggregate_kernels(fdw, self.KSM_Local(pooled), channel, filt, spatial)
 
     def _recomputing(self) -> bool:
         return self.recompute_kernel and self.training and torch.is_grad_enabled()

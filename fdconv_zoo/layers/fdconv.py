@@ -8,11 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._ops.per_sample_gemm import autocast_gemm_dtype, tokens_times_kernel
+from ._ops.per_sample_gemm import tokens_times_kernel
 from ._ops.unfolded_conv import unfolded_conv
 from .fbm import DEFAULT_CUTOFFS, FrequencyBandModulation
 from .fd_base import DynamicKernel, FDKernelBase, KernelFactors, pooled_mean, skip_weight_init
-from .fd_reference import fdconv2d_forward, use_reference
+from .fd_reference import conv2d_per_sample, use_reference
+from .fdw import compute_dtype, real_dtype
 
 __all__ = ["FDConv2d"]
 
@@ -139,13 +140,26 @@ class FDConv2d(FDKernelBase):
             )
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():
+            return self.forward_reference(x)
+        else:
+            return self._forward(x)
+
+    def forward_reference(self, x: Tensor) -> Tensor:
+        """``conv2d(FBM(x), K_b) + bias`` for every sample ``b``, in plain torch ops (``fd_reference``)."""
+        kernels = self.reference_kernels(x.mean([2, 3], dtype=real_dtype(x.dtype)))
+        if self.FBM is not None:
+            x = self.FBM.forward_reference(x)
+        return conv2d_per_sample(x, kernels, self.bias, self.stride, self._pad, self.dilation)
+
+    def _forward(self, x: Tensor) -> Tensor:
         self._check_input(x)
         if x.shape[0] == 0:   # nn.Conv2d's contract: an empty batch gives an empty, differentiable output
             weight = self.static_weight().to(x.dtype)
             bias = None if self.bias is None else self.bias.to(x.dtype)
             return F.conv2d(F.pad(x, self._pad), weight, bias, self.stride, 0, self.dilation)
         if use_reference(self.reference):
-            return fdconv2d_forward(self, x)
+            return self.forward_reference(x)
         channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
         factors = self.kernel_factors(pooled_mean(x, (2, 3)))
         if self.FBM is None:
@@ -157,7 +171,7 @@ class FDConv2d(FDKernelBase):
         return y
 
     def _apply_kernel(self, x: Tensor, factors: KernelFactors, channels_last: bool) -> Tensor:
-        return self._convolve(x, self.build_kernel(factors, autocast_gemm_dtype(x)), channels_last)
+        return self._convolve(x, self.build_kernel(factors, compute_dtype(x)), channels_last)
 
     def _convolve(self, x: Tensor, dk: DynamicKernel, channels_last: bool) -> Tensor:
         """``conv(x, kernel * channel * spatial) * filter + bias`` per sample.

@@ -6,9 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._ops.per_sample_gemm import autocast_gemm_dtype, tokens_times_kernel
+from ._ops.per_sample_gemm import tokens_times_kernel
 from .fd_base import FDKernelBase, KernelFactors, pooled_mean, skip_weight_init
-from .fd_reference import fdlinear_forward, use_reference
+from .fd_reference import linear_per_sample, use_reference
+from .fdw import compute_dtype, real_dtype
 
 __all__ = ["FDLinear"]
 
@@ -56,6 +57,19 @@ class FDLinear(FDKernelBase):
                 f"bias={self.bias is not None}, kernel_num={self.kernel_num}")
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():
+            return self.forward_reference(x)
+        else:
+            return self._forward(x)
+
+    def forward_reference(self, x: Tensor) -> Tensor:
+        """``tokens_b @ K_b^T + bias`` with KSM pooled over every token position of a sample, in plain torch ops."""
+        tokens = x.reshape(x.shape[0], -1, self.in_channels)
+        kernels = self.reference_kernels(tokens.mean(1, dtype=real_dtype(x.dtype)))
+        y = linear_per_sample(tokens, kernels[:, :, :, 0, 0], self.bias)
+        return y.view(list(x.shape[:-1]) + [self.out_channels])
+
+    def _forward(self, x: Tensor) -> Tensor:
         if x.dim() < 2 or x.shape[-1] != self.in_features:
             raise ValueError(
                 f"{self._describe()}: expected (batch, ..., {self.in_features}) tokens with channels last, got "
@@ -66,7 +80,7 @@ class FDLinear(FDKernelBase):
             weight = self.static_weight().view(self.out_features, self.in_features).to(x.dtype)
             return F.linear(x, weight, None if self.bias is None else self.bias.to(x.dtype))
         if use_reference(self.reference):
-            return fdlinear_forward(self, x)
+            return self.forward_reference(x)
         tokens = x.reshape(batch, -1, self.in_features)                      # (B, T, I)
         factors = self.kernel_factors(pooled_mean(tokens, (1,)))
         y = self._apply_in_chunks(self._apply_kernel, tokens, factors)
@@ -75,6 +89,6 @@ class FDLinear(FDKernelBase):
     def _apply_kernel(self, tokens: Tensor, factors: KernelFactors) -> Tensor:
         """``(tokens * channel) @ K^T * filter + bias``; :func:`tokens_times_kernel` puts each rank-1 factor
         on whichever of kernel and tokens is smaller (early stages have far more tokens than kernel entries)."""
-        dk = self.build_kernel(factors, autocast_gemm_dtype(tokens))
+        dk = self.build_kernel(factors, compute_dtype(tokens))
         kernel = dk.kernel.view(-1, self.out_features, self.in_features)
         return tokens_times_kernel(tokens, kernel, self.bias, dk.channel, dk.filter)

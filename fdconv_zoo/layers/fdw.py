@@ -15,6 +15,7 @@ from torch import Tensor
 
 __all__ = [
     "real_dtype",
+    "compute_dtype",
     "spectral_scale",
     "self_conjugate_columns",
     "conjugate_pairs",
@@ -31,6 +32,18 @@ def real_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype a GEMM or convolution on ``x`` runs in: autocast's where it is on, else ``x``'s own.
+
+    TorchScript has no per-device autocast query; a scripted layer computes in ``x``'s dtype.
+    """
+    if torch.jit.is_scripting():
+        return x.dtype
+    else:
+        device = x.device.type
+        return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
 def spectral_scale(out_channels: int, in_channels: int) -> int:
     """The official divisor ``s = min(O, I) // 2`` (clamped to 1 so 1-channel layers stay finite)."""
     return max(min(out_channels, in_channels) // 2, 1)
@@ -45,7 +58,10 @@ def _signed_index(n: int) -> Tensor:
 def self_conjugate_columns(cols: int) -> list[int]:
     """The rFFT columns whose bins ``(u, v)`` and ``(-u, v)`` hold one real frequency: ``v = 0``, and
     ``v = cols/2`` when ``cols`` is even."""
-    return [0] + ([cols // 2] if cols % 2 == 0 else [])
+    columns = [0]
+    if cols % 2 == 0:
+        columns.append(cols // 2)
+    return columns
 
 
 def conjugate_pairs(rows: int, cols: int) -> tuple[Tensor, Tensor]:

@@ -9,6 +9,7 @@ layer reproduces its source convolution at init.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -41,10 +42,9 @@ def _conv1x1(cin: int, cout: int, bias: bool, **dd) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 1, bias=bias, **dd)
 
 
-def _linear(x: Tensor, conv: nn.Conv2d) -> Tensor:
-    """A 1x1 conv applied to pooled vectors ``(B, C)`` as a linear layer, in ``x``'s dtype."""
-    bias = None if conv.bias is None else conv.bias.to(x.dtype)
-    return F.linear(x, conv.weight.to(x.dtype).flatten(1), bias)
+def _linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """A 1x1 conv's ``(out, in, 1, 1)`` weight applied to pooled vectors ``(B, C)`` as a linear layer, in ``x``'s dtype."""
+    return F.linear(x, weight.to(x.dtype).flatten(1), None if bias is None else bias.to(x.dtype))
 
 
 class KSMGlobal(nn.Module):
@@ -69,26 +69,33 @@ class KSMGlobal(nn.Module):
         nn.init.kaiming_normal_(self.fc.weight, mode="fan_out", nonlinearity="relu")
         _zero_(*(m for m in (self.channel_fc, self.filter_fc, self.spatial_fc, self.kernel_fc) if m is not None))
 
-    def _gate(self, h: Tensor, head: nn.Conv2d) -> Tensor:
-        return 2.0 * torch.sigmoid(_linear(h, head) / self.temperature)
+    def _gate(self, h: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        """``2 * sigmoid(head(h) / T)`` for one 1x1 head's weight and bias (TorchScript passes no modules)."""
+        return 2.0 * torch.sigmoid(_linear(h, weight, bias) / self.temperature)
 
     def _norm(self, h: Tensor) -> Tensor:
         # BatchNorm over pooled vectors cannot use batch statistics of a single sample: a batch
         # of one in training normalises with the running statistics instead of crashing.
         bn = self.bn
+        mean, var = bn.running_mean, bn.running_var
+        assert mean is not None and var is not None, "KSM's BatchNorm keeps running statistics"
         if self.training and h.shape[0] > 1:
             # batch statistics, running statistics updated in their own dtype (a half model's BN runs in half)
-            return bn(h.to(bn.running_mean.dtype)[:, :, None, None]).flatten(1).to(h.dtype)
-        return F.batch_norm(h, bn.running_mean.to(h.dtype), bn.running_var.to(h.dtype),
-                            bn.weight.to(h.dtype), bn.bias.to(h.dtype), False, 0.0, bn.eps)
+            return bn(h.to(mean.dtype)[:, :, None, None]).flatten(1).to(h.dtype)
+        return F.batch_norm(h, mean.to(h.dtype), var.to(h.dtype), bn.weight.to(h.dtype), bn.bias.to(h.dtype),
+                            False, 0.0, bn.eps)
 
-    def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
         """``pooled`` (B, I) -> channel (B, I), filter (B, O), spatial (B, k*k)|None, kernel (B, n)|None."""
-        h = self.relu(self._norm(_linear(pooled, self.fc)))
-        channel = self._gate(h, self.channel_fc)
-        filt = self._gate(h, self.filter_fc)
-        spatial = None if self.spatial_fc is None else self._gate(h, self.spatial_fc)
-        kernel = None if self.kernel_fc is None else self._gate(h, self.kernel_fc) / self.kernel_num
+        h = self.relu(self._norm(_linear(pooled, self.fc.weight, None)))
+        channel = self._gate(h, self.channel_fc.weight, self.channel_fc.bias)
+        filt = self._gate(h, self.filter_fc.weight, self.filter_fc.bias)
+        spatial: Optional[Tensor] = None
+        if self.spatial_fc is not None:
+            spatial = self._gate(h, self.spatial_fc.weight, self.spatial_fc.bias)
+        kernel: Optional[Tensor] = None
+        if self.kernel_fc is not None:
+            kernel = self._gate(h, self.kernel_fc.weight, self.kernel_fc.bias) / self.kernel_num
         return channel, filt, spatial, kernel
 
 

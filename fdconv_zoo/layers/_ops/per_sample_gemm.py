@@ -18,19 +18,14 @@ import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-__all__ = ["autocast_gemm_dtype", "tokens_times_kernel"]
+from ..fdw import compute_dtype
+
+__all__ = ["tokens_times_kernel"]
 
 #: With the output factor on the output, backward needs ``sum_t grad * (x @ K^T)`` for its gradient. Where
 #: the kernel is more than this many times the output (``I > 2 T``), the GEMM's output is kept for that
 #: (output-sized memory); otherwise it comes from the kernel gradient at the cost of two kernel-sized passes.
 OUTPUT_KEPT_ABOVE = 2
-
-
-def autocast_gemm_dtype(x: Tensor) -> torch.dtype:
-    """The dtype autocast would give a GEMM on ``x`` (``x``'s own outside autocast), for custom Functions
-    that run their GEMMs with autocast off and cast by hand."""
-    device = x.device.type
-    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
 
 def _per_output(values: Tensor, channels_first: bool) -> Tensor:
@@ -61,7 +56,7 @@ class _ScaledKernelGemm(torch.autograd.Function):
     @staticmethod
     def forward(ctx, tokens: Tensor, kernel: Tensor, bias: Tensor | None, in_scale: Tensor | None,
                 out_scale: Tensor | None, channels_first: bool) -> Tensor:
-        dtype = autocast_gemm_dtype(tokens)
+        dtype = compute_dtype(tokens)
         count, (out_features, in_features) = tokens.shape[1], kernel.shape[1:]
         in_on_kernel = in_scale is not None and out_features < count    # kernel (O x I) smaller than tokens (T x I)
         out_on_kernel = out_scale is not None and in_features < count    # kernel smaller than the output (T x O)

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from .per_sample_gemm import autocast_gemm_dtype, tokens_times_kernel
+from ..fdw import compute_dtype
+from .per_sample_gemm import tokens_times_kernel
 
 __all__ = ["kernel_times_columns", "unfolded_conv"]
 
@@ -43,7 +44,7 @@ class _UnfoldedConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, kernel: Tensor, in_scale: Tensor | None, bias: Tensor | None, k: int,
                 stride: Pair, padding: Pair, dilation: Pair, out_size: Pair, channels_last: bool) -> Tensor:
-        dtype = autocast_gemm_dtype(x)
+        dtype = compute_dtype(x)
         batch, y_len = x.shape[0], out_size[0] * out_size[1]
         with torch.autocast(x.device.type, enabled=False):
             scale = None if in_scale is None else in_scale.to(dtype)
