@@ -10,7 +10,6 @@ says which one a layer runs.
 from __future__ import annotations
 
 import os
-from typing import List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -40,7 +39,7 @@ def use_reference(layer_choice: bool | None = None) -> bool:
     return _USE_REFERENCE if layer_choice is None else layer_choice
 
 
-def fdw_kernels(dft_weight: Tensor, group_ids: Tensor, gains: Optional[Tensor], out_channels: int,
+def fdw_kernels(dft_weight: Tensor, group_ids: Tensor, gains: Tensor | None, out_channels: int,
                 in_channels: int, k: int) -> Tensor:
     """Section 1: ``irfft2(H(n * s * G * P))`` per sample, as ``(B, O, I, k, k)`` kernels (``(1, ...)`` static).
 
@@ -61,7 +60,7 @@ def fdw_kernels(dft_weight: Tensor, group_ids: Tensor, gains: Optional[Tensor], 
 
 
 def aggregate_kernels(fdw: Tensor, local_logits: Tensor, channel: Tensor, filt: Tensor,
-                      spatial: Optional[Tensor]) -> Tensor:
+                      spatial: Tensor | None) -> Tensor:
     """Section 2: ``K_b = W_b * lambda_b * channel_b * filter_b * spatial_b``, ``(B, O, I, k, k)``.
 
     ``lambda = 2 * sigmoid(L)`` from the local logits ``(B, O, k, k, I)``; ``spatial`` is ``(B, k*k)``.
@@ -74,7 +73,7 @@ def aggregate_kernels(fdw: Tensor, local_logits: Tensor, channel: Tensor, filt: 
     return kernel
 
 
-def band_modulation(x: Tensor, gains: List[Tensor], masks: Tensor) -> Tensor:
+def band_modulation(x: Tensor, gains: list[Tensor], masks: Tensor) -> Tensor:
     """Section 3: ``x' = sum_j A_j * (L_{j-1} - L_j) + L_J``, with ``L_0 = x`` and ``L_j`` the low-pass of ``x`` by
     ``masks[j-1]``; one more gain than masks multiplies ``L_J`` too. FFTs in float32 (float64 kept)."""
     height, width = x.shape[-2], x.shape[-1]
@@ -91,8 +90,8 @@ def band_modulation(x: Tensor, gains: List[Tensor], masks: Tensor) -> Tensor:
     return out.to(x.dtype)
 
 
-def conv2d_per_sample(x: Tensor, kernels: Tensor, bias: Optional[Tensor], stride: List[int],
-                      padding: List[int], dilation: List[int]) -> Tensor:
+def conv2d_per_sample(x: Tensor, kernels: Tensor, bias: Tensor | None, stride: list[int],
+                      padding: list[int], dilation: list[int]) -> Tensor:
     """``conv2d(x_b, K_b) + bias`` for every sample ``b``: one grouped convolution over the batch.
 
     ``padding`` is ``(left, right, top, bottom)``; the convolution runs in :func:`fdw.compute_dtype`.
@@ -106,7 +105,7 @@ def conv2d_per_sample(x: Tensor, kernels: Tensor, bias: Optional[Tensor], stride
     return y.view(batch, out_channels, y.shape[-2], y.shape[-1])
 
 
-def linear_per_sample(tokens: Tensor, kernels: Tensor, bias: Optional[Tensor]) -> Tensor:
+def linear_per_sample(tokens: Tensor, kernels: Tensor, bias: Tensor | None) -> Tensor:
     """``tokens_b @ K_b^T + bias``: ``(B, T, I)`` tokens, ``(B, O, I)`` kernels."""
     dtype = compute_dtype(tokens)
     y = torch.bmm(tokens.to(dtype), kernels.to(dtype).transpose(1, 2))

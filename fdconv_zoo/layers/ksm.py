@@ -9,7 +9,6 @@ layer reproduces its source convolution at init.
 from __future__ import annotations
 
 import math
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -42,8 +41,8 @@ def _conv1x1(cin: int, cout: int, bias: bool, **dd) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 1, bias=bias, **dd)
 
 
-def _linear(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
-    """A 1x1 conv's ``(out, in, 1, 1)`` weight applied to pooled vectors ``(B, C)`` as a linear layer, in ``x``'s dtype."""
+def _linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """A 1x1 conv's ``(out, in, 1, 1)`` weight on pooled vectors ``(B, C)``, as a linear layer in ``x``'s dtype."""
     return F.linear(x, weight.to(x.dtype).flatten(1), None if bias is None else bias.to(x.dtype))
 
 
@@ -69,7 +68,7 @@ class KSMGlobal(nn.Module):
         nn.init.kaiming_normal_(self.fc.weight, mode="fan_out", nonlinearity="relu")
         _zero_(*(m for m in (self.channel_fc, self.filter_fc, self.spatial_fc, self.kernel_fc) if m is not None))
 
-    def _gate(self, h: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    def _gate(self, h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         """``2 * sigmoid(head(h) / T)`` for one 1x1 head's weight and bias (TorchScript passes no modules)."""
         return 2.0 * torch.sigmoid(_linear(h, weight, bias) / self.temperature)
 
@@ -85,15 +84,15 @@ class KSMGlobal(nn.Module):
         return F.batch_norm(h, mean.to(h.dtype), var.to(h.dtype), bn.weight.to(h.dtype), bn.bias.to(h.dtype),
                             False, 0.0, bn.eps)
 
-    def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor, Optional[Tensor], Optional[Tensor]]:
+    def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         """``pooled`` (B, I) -> channel (B, I), filter (B, O), spatial (B, k*k)|None, kernel (B, n)|None."""
         h = self.relu(self._norm(_linear(pooled, self.fc.weight, None)))
         channel = self._gate(h, self.channel_fc.weight, self.channel_fc.bias)
         filt = self._gate(h, self.filter_fc.weight, self.filter_fc.bias)
-        spatial: Optional[Tensor] = None
+        spatial: Tensor | None = None
         if self.spatial_fc is not None:
             spatial = self._gate(h, self.spatial_fc.weight, self.spatial_fc.bias)
-        kernel: Optional[Tensor] = None
+        kernel: Tensor | None = None
         if self.kernel_fc is not None:
             kernel = self._gate(h, self.kernel_fc.weight, self.kernel_fc.bias) / self.kernel_num
         return channel, filt, spatial, kernel

@@ -1,8 +1,8 @@
 """The fast path of FDW x KSM-local: per-sample kernels in the M layout with a hand-written backward.
 
-Proven equal to ``fd_reference.fdw_kernels`` times the local modulation of ``fd_reference.aggregate_kernels`` by the tests,
-forward and gradients. Every step stays in the parameter's own layout (``(O*k, I*k)``), so no
-kernel-sized permute is ever needed.
+Proven equal to ``fd_reference.fdw_kernels`` times the local modulation of
+``fd_reference.aggregate_kernels`` by the tests, forward and gradients. Every step stays in the
+parameter's own layout (``(O*k, I*k)``), so no kernel-sized permute is ever needed.
 """
 
 from __future__ import annotations
