@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Write MODEL_CARDS/params.md: params, extra params and GMACs at 224 of every FDConv variant.
 
-Thin wrapper over :func:`fdconv_zoo.model_stats.write_params_table` (also ``fdconv-zoo table``).
+Thin wrapper over :func:`fdconv_zoo.tools.model_stats.write_params_table` (also ``fdconv-zoo table``).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fdconv_zoo.model_stats import FD_VARIANTS, write_params_table
+from fdconv_zoo.tools.model_stats import FD_VARIANTS, write_params_table
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture
 def fake_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty, offline Hugging Face cache; fill it with ``fdconv_zoo.testing.make_fake_hf_repo``.
+    """An empty, offline Hugging Face cache; fill it with ``fdconv_zoo.tools.testing.make_fake_hf_repo``.
 
     huggingface_hub reads its constants at import, so they are patched here (env var too, for
     subprocesses); everything is restored after the test.

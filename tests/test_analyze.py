@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 import fdconv_zoo.baselines  # noqa: F401  (registers the baseline models)
-from fdconv_zoo.analysis import candidate_kernels, kernel_cosine_similarity, layer_rows, write_layer_table
 from fdconv_zoo.cli import main
 from fdconv_zoo.layers.odconv import ODConv2d
+from fdconv_zoo.tools.analysis import candidate_kernels, kernel_cosine_similarity, layer_rows, write_layer_table
 
 
 def test_cosine_similarity_of_copies_and_orthogonal_kernels():

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from fdconv_zoo.atomic_io import atomic_path, atomic_write_text, staged_folder
+from fdconv_zoo.checkpoints.atomic_io import atomic_path, atomic_write_text, staged_folder
 
 
 def test_atomic_write_replaces_and_keeps_mode(tmp_path: Path) -> None:

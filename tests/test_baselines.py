@@ -7,13 +7,13 @@ from torch import nn
 
 import fdconv_zoo  # noqa: F401  (registers the models)
 from fdconv_zoo.baselines import METHODS, convert_to_dynamic, dynamic_layers
-from fdconv_zoo.convert import convert_to_fdconv
+from fdconv_zoo.hub.stats import count_params
 from fdconv_zoo.layers.condconv import CondConv2d, CondLinear
+from fdconv_zoo.layers.conversion import convert_to_fdconv
 from fdconv_zoo.layers.dyconv import DyConv2d, annealed_temperature, set_temperature
 from fdconv_zoo.layers.kernel_warehouse import KWConv2d, set_kw_tau, share_warehouse
 from fdconv_zoo.layers.odconv import ODConv2d
-from fdconv_zoo.model_stats import count_params
-from fdconv_zoo.testing import max_relative_error
+from fdconv_zoo.tools.testing import max_relative_error
 
 # Extra parameters over the plain timm ResNet (BASELINES.md section 2; CondConv/DY-Conv R-50: FDConv paper).
 PAPER_EXTRA = {

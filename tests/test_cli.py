@@ -23,7 +23,7 @@ def test_demo_converts_loads_a_tag_and_reloads_an_export(capsys: pytest.CaptureF
 def test_bench_floor_reuses_the_network_tables_plain_b1(monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
     """The floor line compares against plain resnet50 at batch 1: taken from the network table when it ran,
     measured only when resnet50 is not in it."""
-    from fdconv_zoo import benchmark
+    from fdconv_zoo.tools import benchmark
 
     calls = []
 
@@ -50,7 +50,7 @@ def test_bench_floor_reuses_the_network_tables_plain_b1(monkeypatch, capsys: pyt
 def test_bench_rounds_pair_each_ratio_within_its_round(monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
     """With --rounds, each time ratio is the median of per-round FD / plain ratios, not a ratio of medians
     (which pairs a plain time from one round with an FD time from another), and plain/FD alternate order."""
-    from fdconv_zoo import benchmark
+    from fdconv_zoo.tools import benchmark
 
     times = {"resnet50": [100.0, 400.0, 200.0], "resnet50_fdconv": [300.0, 2000.0, 400.0]}  # ratios 3, 5, 2
     calls = []
@@ -80,7 +80,7 @@ def test_bench_rejects_a_count_below_one(capsys: pytest.CaptureFixture[str]) -> 
 
 def test_bench_passes_device_amp_and_fd_options_to_every_cell(monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
     """The GPU measurement of issue 6 is one command: ``--device cuda --amp bf16 --batch-size 32``."""
-    from fdconv_zoo import benchmark
+    from fdconv_zoo.tools import benchmark
 
     calls = []
 
@@ -106,14 +106,14 @@ def test_bench_on_a_missing_gpu_is_a_clear_error(capsys: pytest.CaptureFixture[s
     assert main(["bench", "--device", "cuda", "--skip-layers", "--skip-profile"]) == 2
     assert "no CUDA GPU" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown device"):
-        from fdconv_zoo.benchmark import check_device
+        from fdconv_zoo.tools.benchmark import check_device
 
         check_device("gpu0")
 
 
 def test_bench_worker_measures_an_autocast_training_step() -> None:
     """The worker itself (in this process): a bf16 autocast training step of a small FD network."""
-    from fdconv_zoo.benchmark import _worker
+    from fdconv_zoo.tools.benchmark import _worker
 
     result = _worker({"model": "resnet18_fdconv", "mode": "train", "batch": 2, "size": 32, "repeats": 1,
                       "amp": "bf16", "kwargs": {"num_classes": 4}})
@@ -123,7 +123,7 @@ def test_bench_worker_measures_an_autocast_training_step() -> None:
 def test_train_stage_profile_splits_a_real_step() -> None:
     """The training split reads the custom Functions' forward and backward events; each FD stage ran, and the
     stages with the rest add up to the profiled step."""
-    from fdconv_zoo.benchmark import train_stage_profile
+    from fdconv_zoo.tools.benchmark import train_stage_profile
 
     profile = train_stage_profile("resnet18_fdconv", batch_size=2, image_size=32)
     stages = [key for key in profile if key != "total" and not key.startswith("rest")]

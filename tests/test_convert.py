@@ -5,8 +5,8 @@ import timm
 import torch
 
 from fdconv_zoo import FDConv2d, FDLinear
-from fdconv_zoo.convert import convert_to_fdconv, official_to_zoo, vanilla_to_fdconv
-from fdconv_zoo.testing import max_relative_error, randomize_norms_
+from fdconv_zoo.layers.conversion import convert_to_fdconv, official_to_zoo, vanilla_to_fdconv
+from fdconv_zoo.tools.testing import max_relative_error, randomize_norms_
 
 RESNET = dict(include=["layer*"], exclude=["*downsample*"])
 

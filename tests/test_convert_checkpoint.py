@@ -11,16 +11,17 @@ import torch
 from safetensors.torch import load_file
 
 import fdconv_zoo  # noqa: F401  (registers the models)
-from fdconv_zoo.cards import count_extra_params
 from fdconv_zoo.checkpoints import convert_checkpoint, convert_state_dict, save_safetensors
 from fdconv_zoo.cli import main as cli_main
-from fdconv_zoo.hub_errors import (
+from fdconv_zoo.errors import (
     ArchitectureMismatchError,
     CorruptCheckpointError,
     HubUnavailableError,
     KeyMismatchError,
 )
-from fdconv_zoo.testing import max_relative_error, randomize_norms_, save_timm_model_to_fake_hub
+from fdconv_zoo.hub import convert_from_hub
+from fdconv_zoo.hub.stats import count_extra_params
+from fdconv_zoo.tools.testing import max_relative_error, randomize_norms_, save_timm_model_to_fake_hub
 
 N_GROUPS = 64  # kernel_num of the official ResNet_FDConv
 SMALL_ARGS = {"fd_include": ["layer1.*"]}
@@ -172,10 +173,12 @@ def test_vanilla_file_to_fdconv_is_function_preserving(plain, tmp_path: Path, ca
 
 def test_vanilla_hub_id_from_cache_and_offline_guidance(plain, fake_hub: Path, capsys, tmp_path: Path):
     save_timm_model_to_fake_hub(plain, fake_hub, "timm/resnet18.a1_in1k")
-    result = convert_checkpoint("timm/resnet18.a1_in1k", "resnet18_fdconv", num_classes=10, model_args=SMALL_ARGS)
+    result = convert_from_hub("timm/resnet18.a1_in1k", "resnet18_fdconv", num_classes=10, model_args=SMALL_ARGS)
     assert result.layout == "vanilla" and result.converted == ["layer1.0.conv1", "layer1.0.conv2", "layer1.1.conv1",
                                                                "layer1.1.conv2"]
     with pytest.raises(HubUnavailableError, match="fdconv-zoo convert --checkpoint local.safetensors"):
+        convert_from_hub("timm/resnet50.a1_in1k", "resnet50_fdconv")
+    with pytest.raises(FileNotFoundError, match="convert_from_hub"):
         convert_checkpoint("timm/resnet50.a1_in1k", "resnet50_fdconv")
     code = cli_main(["convert", "--checkpoint", "hf-hub:timm/resnet50.a1_in1k", "--model", "resnet50_fdconv",
                      "--output", str(tmp_path / "x.safetensors")])

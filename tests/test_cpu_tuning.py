@@ -7,12 +7,12 @@ import os
 import subprocess
 import sys
 
-from fdconv_zoo.cpu_tuning import MALLOC_ENV
+from fdconv_zoo.tools.cpu_tuning import MALLOC_ENV
 
 CHILD = """
 import json, os, fdconv_zoo
 before = {k: os.environ.get(k) for k in %r}
-from fdconv_zoo.cpu_tuning import tune_malloc
+from fdconv_zoo.tools.cpu_tuning import tune_malloc
 print(json.dumps({"before": before, "applied": tune_malloc(), "after": {k: os.environ[k] for k in %r}}))
 """
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from fdconv_zoo import FDConv2d, FDLinear
-from fdconv_zoo.convert import convert_to_fdconv
+from fdconv_zoo.layers.conversion import convert_to_fdconv
 
 
 def test_wrong_channel_count_names_layer_and_fix():

@@ -10,7 +10,7 @@ from timm.layers import set_layer_config
 from fdconv_zoo import FDConv2d, FDLinear
 from fdconv_zoo.layers import fd_base
 from fdconv_zoo.layers.fd_reference import set_fd_reference, use_reference
-from fdconv_zoo.testing import max_relative_error
+from fdconv_zoo.tools.testing import max_relative_error
 
 
 def _both(layer):

@@ -5,9 +5,9 @@ import torch
 from spec_fdconv import spec_group_ids
 
 from fdconv_zoo import FDConv2d, FDLinear
-from fdconv_zoo.analysis import band_decomposition, basis_cosine_similarity, basis_kernels
 from fdconv_zoo.layers._ops import kernel_builder as fdw
 from fdconv_zoo.layers.fdw import dft_to_weight, frequency_group_ids, weight_to_dft
+from fdconv_zoo.tools.analysis import band_decomposition, basis_cosine_similarity, basis_kernels
 
 
 @pytest.mark.parametrize("rows,cols,n", [(12, 12, 5), (9, 15, 7), (96, 99, 64), (144, 96, 64), (40, 3, 1), (7, 8, 8)])

@@ -9,7 +9,8 @@ import yaml
 from huggingface_hub import ModelCard
 
 import fdconv_zoo  # noqa: F401  (registers the models)
-from fdconv_zoo.cards import TEMPLATE_DIR, model_family, model_stats, render_card
+from fdconv_zoo.hub.cards import TEMPLATE_DIR, model_family, render_card
+from fdconv_zoo.hub.stats import card_stats
 
 SMALL = dict(num_classes=10, fd_include=["layer1.*"])
 
@@ -36,10 +37,10 @@ def test_templates_exist_per_family():
 def test_numbers_are_measured(small_model):
     plain = timm.create_model("resnet18", num_classes=10)
     n_plain = sum(p.numel() for p in plain.parameters())
-    stats = model_stats(small_model, input_size=(3, 64, 64))
+    stats = card_stats(small_model, input_size=(3, 64, 64))
     assert stats["params"] == sum(p.numel() for p in small_model.parameters())
     assert stats["extra_params"] == stats["params"] - n_plain > 0  # counted on the FD model alone, exactly
-    plain_gmacs = model_stats(plain, input_size=(3, 64, 64))["gmacs"]
+    plain_gmacs = card_stats(plain, input_size=(3, 64, 64))["gmacs"]
     assert stats["input_size"] == [3, 64, 64] and plain_gmacs > 0
     assert abs(stats["gmacs"] - plain_gmacs) / plain_gmacs < 0.2  # same convs, per sample, plus small KSM/FBM work
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fdconv_zoo import catalogue
-from fdconv_zoo.hub_errors import CatalogueError
+from fdconv_zoo.errors import CatalogueError
+from fdconv_zoo.hub import catalogue
 
 SHA = "ab" * 32
 

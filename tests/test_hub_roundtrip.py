@@ -14,18 +14,8 @@ import timm
 import torch
 
 import fdconv_zoo
-from fdconv_zoo import catalogue
 from fdconv_zoo.checkpoints import check_state_dict, file_sha256
-from fdconv_zoo.hub import (
-    HUB_FILES,
-    create_model,
-    download_weights,
-    load_hub_folder,
-    register_catalogue_tags,
-    save_for_hub,
-    verify_hub_folder,
-)
-from fdconv_zoo.hub_errors import (
+from fdconv_zoo.errors import (
     ArchitectureMismatchError,
     ChecksumMismatchError,
     CorruptCheckpointError,
@@ -33,7 +23,17 @@ from fdconv_zoo.hub_errors import (
     KeyMismatchError,
     ReproductionError,
 )
-from fdconv_zoo.testing import make_fake_hf_repo, randomize_norms_
+from fdconv_zoo.hub import (
+    HUB_FILES,
+    catalogue,
+    create_model,
+    download_weights,
+    load_hub_folder,
+    register_catalogue_tags,
+    save_for_hub,
+    verify_hub_folder,
+)
+from fdconv_zoo.tools.testing import make_fake_hf_repo, randomize_norms_
 
 TAG = "fft_roundtrip_in1k"
 REPO = f"fdconv-zoo/resnet18_fdconv.{TAG}"

@@ -20,10 +20,9 @@ import pytest
 import torch
 
 import fdconv_zoo  # noqa: F401  (registers the models)
-from fdconv_zoo import catalogue
 from fdconv_zoo.cli import main as cli_main
-from fdconv_zoo.hub import HUB_FILES, push_to_hub
-from fdconv_zoo.hub_errors import CatalogueError, HubError
+from fdconv_zoo.errors import CatalogueError, HubError
+from fdconv_zoo.hub import HUB_FILES, catalogue, push_to_hub
 
 ENDPOINT = "https://huggingface.co"
 TOKEN = "hf_test_write_token"
@@ -163,7 +162,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> list:
 def small_model():
     import timm
 
-    from fdconv_zoo.testing import randomize_norms_
+    from fdconv_zoo.tools.testing import randomize_norms_
 
     torch.manual_seed(0)
     model = randomize_norms_(timm.create_model("resnet18_fdconv", **SMALL)).eval()

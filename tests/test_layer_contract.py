@@ -15,8 +15,8 @@ from torch import nn
 
 import fdconv_zoo  # noqa: F401  (registers the *_fdconv models)
 from fdconv_zoo import FDConv2d, FDLinear
-from fdconv_zoo.benchmark import live_bytes_after
-from fdconv_zoo.testing import max_relative_error
+from fdconv_zoo.tools.benchmark import live_bytes_after
+from fdconv_zoo.tools.testing import max_relative_error
 
 # (factory, input shape): the grouped-convolution path, the unfolded (late-layer) path, 1x1, tokens
 LAYERS = {

@@ -8,7 +8,7 @@ from spec_fdconv import spec_linear_forward
 from torch import nn
 
 from fdconv_zoo import FDConv2d, FDLinear
-from fdconv_zoo.testing import max_relative_error
+from fdconv_zoo.tools.testing import max_relative_error
 
 torch.manual_seed(0)
 

@@ -8,7 +8,7 @@ import torch
 
 import fdconv_zoo  # noqa: F401  (registers the models: smp's "tu-" encoders go through timm.create_model)
 from fdconv_zoo.layers import FDConv2d
-from fdconv_zoo.testing import randomize_norms_
+from fdconv_zoo.tools.testing import randomize_norms_
 
 smp = pytest.importorskip("segmentation_models_pytorch")
 torchvision = pytest.importorskip("torchvision")

@@ -11,9 +11,9 @@ import torch
 from torchvision.ops import FeaturePyramidNetwork
 
 import fdconv_zoo  # noqa: F401  (registers the models)
+from fdconv_zoo.hub.stats import count_params
 from fdconv_zoo.layers import FDLinear
-from fdconv_zoo.model_stats import count_params
-from fdconv_zoo.testing import (
+from fdconv_zoo.tools.testing import (
     assert_feature_maps,
     max_relative_error,
     offline_hf_hub,

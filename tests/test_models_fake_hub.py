@@ -1,4 +1,4 @@
-"""fdconv_zoo.testing's offline Hugging Face cache (make_fake_hf_repo, offline_hf_hub) and the fake_hub fixture."""
+"""The offline Hugging Face cache of fdconv_zoo.tools.testing (make_fake_hf_repo, offline_hf_hub), fake_hub fixture."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
-from fdconv_zoo.testing import FAKE_COMMIT, make_fake_hf_repo, offline_hf_hub
+from fdconv_zoo.tools.testing import FAKE_COMMIT, make_fake_hf_repo, offline_hf_hub
 
 
 @pytest.mark.parametrize("use_symlinks", [True, False])

@@ -11,7 +11,7 @@ from timm.models import generate_default_cfgs, get_pretrained_cfg
 
 import fdconv_zoo.baselines  # noqa: F401  (registers the *_fdconv and the baseline models)
 from fdconv_zoo.models import _fd_builder
-from fdconv_zoo.testing import max_relative_error, randomize_norms_, save_timm_model_to_fake_hub
+from fdconv_zoo.tools.testing import max_relative_error, randomize_norms_, save_timm_model_to_fake_hub
 
 ARCHS = [
     "resnet18_fdconv", "resnet34_fdconv", "resnet50_fdconv", "resnet101_fdconv", "resnet152_fdconv",
@@ -78,7 +78,7 @@ def test_catalogue_tags_merge_and_trained_ones_take_the_default(monkeypatch: pyt
     sources = {"fdconv-zoo/resnet50_fdconv.fd_in1k": {"trained_with": {"script": "train.py", "args": []}},
                "fdconv-zoo/resnet50_fdconv.fft_a1_in1k": {"converted_from": "timm/resnet50.a1_in1k"}}
     monkeypatch.setattr(_fd_builder, "trained_cfgs", lambda arch: dict(hosted) if arch == "resnet50_fdconv" else {})
-    monkeypatch.setattr("fdconv_zoo.catalogue.find_entry", lambda repo_id, path=None: dict(source=sources[repo_id]))
+    monkeypatch.setattr(_fd_builder, "find_entry", lambda repo_id, path=None: dict(source=sources[repo_id]))
     base = _fd_builder.base_cfg(first_conv="conv1", classifier="fc")
     default = generate_default_cfgs(_fd_builder.fd_default_cfgs("resnet50", base, ("a1_in1k", "tv_in1k"),
                                                                 "a1_in1k"))["resnet50_fdconv"]
@@ -162,7 +162,7 @@ def test_moved_modules_still_import_with_a_deprecation_warning(module: str) -> N
                                         ("convnext_tiny_fdconv.in12k_ft_in1k", "timm/convnext_tiny.in12k_ft_in1k")])
 def test_pretrained_without_hub_or_cache_names_the_repo_and_the_fix(fake_hub, name, repo) -> None:
     """The front door: ``timm.create_model(..., pretrained=True)`` offline with an empty cache."""
-    from fdconv_zoo.hub_errors import HubUnavailableError
+    from fdconv_zoo.errors import HubUnavailableError
 
     with pytest.raises(HubUnavailableError, match=rf"(?s)'{repo}'.*HF_HUB_OFFLINE=1.*fdconv-zoo convert"):
         timm.create_model(name, pretrained=True)

@@ -7,9 +7,9 @@ import timm
 import torch
 
 import fdconv_zoo  # noqa: F401  (registers the models)
+from fdconv_zoo.hub.stats import count_params
 from fdconv_zoo.layers import FDConv2d
-from fdconv_zoo.model_stats import count_params
-from fdconv_zoo.testing import (
+from fdconv_zoo.tools.testing import (
     assert_feature_maps,
     max_relative_error,
     randomize_norms_,

@@ -1,4 +1,4 @@
-"""The params / GMACs table (fdconv_zoo.model_stats, `fdconv-zoo table`, scripts/model_table.py)."""
+"""The params / GMACs table (fdconv_zoo.tools.model_stats, `fdconv-zoo table`, scripts/model_table.py)."""
 
 from __future__ import annotations
 

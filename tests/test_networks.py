@@ -12,8 +12,8 @@ import pytest
 import timm
 import torch
 
-from fdconv_zoo.convert import convert_to_fdconv
-from fdconv_zoo.testing import max_relative_error, randomize_norms_
+from fdconv_zoo.layers.conversion import convert_to_fdconv
+from fdconv_zoo.tools.testing import max_relative_error, randomize_norms_
 
 NETWORKS = {
     "resnet18": (dict(), dict(include=["layer*"], exclude=["*downsample*"]), 64),

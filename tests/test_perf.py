@@ -14,10 +14,10 @@ from test_layers import perturb_
 
 import fdconv_zoo  # noqa: F401  (registers the *_fdconv models)
 from fdconv_zoo import FDConv2d, FDLinear
-from fdconv_zoo.benchmark import live_bytes_after as _live_bytes_after
 from fdconv_zoo.layers._ops.band_modulation import low_pass_list
 from fdconv_zoo.layers.fbm import FrequencyBandModulation, low_pass_masks
-from fdconv_zoo.testing import max_relative_error
+from fdconv_zoo.tools.benchmark import live_bytes_after as _live_bytes_after
+from fdconv_zoo.tools.testing import max_relative_error
 
 
 def _largest_operand(fn, *ops: str) -> int:
@@ -238,7 +238,7 @@ def test_recompute_kernel_gives_same_gradients_and_keeps_no_kernel(k, size):
 
 
 def test_recompute_kernel_model_kwarg_reaches_every_fd_layer():
-    from fdconv_zoo.convert import fd_layers
+    from fdconv_zoo.layers.conversion import fd_layers
 
     model = timm.create_model("resnet18_fdconv", fd_recompute_kernel=True)
     assert all(layer.recompute_kernel for layer in fd_layers(model).values())
@@ -306,8 +306,8 @@ def test_per_sample_chunks_keep_channels_last(k, size, monkeypatch):
 
 
 def test_fft_floor_covers_every_fd_layer_once():
-    from fdconv_zoo.benchmark import fft_floor, format_fft_floor
     from fdconv_zoo.layers.fd_base import FDKernelBase
+    from fdconv_zoo.tools.benchmark import fft_floor, format_fft_floor
 
     model = timm.create_model("resnet18_fdconv")
     fd_layers = [m for m in model.modules() if isinstance(m, FDKernelBase)]
@@ -468,7 +468,7 @@ def test_a_checkpoint_around_the_layer_keeps_what_it_drops(size):
 def test_layer_table_memory_sees_the_3x3_kernel():
     """The bench's per-layer memory column: saved-tensor hooks around an FDConv2d saw nothing its own hooks
     handled (the 3x3 kernel read as ~2% of its size); live bytes see the per-sample kernels."""
-    from fdconv_zoo.benchmark import _kept_for_backward_mib
+    from fdconv_zoo.tools.benchmark import _kept_for_backward_mib
 
     layer = perturb_(FDConv2d(48, 64, 3, padding=1, kernel_num=8)).train()
     x = torch.randn(2, 48, 4, 4, requires_grad=True)

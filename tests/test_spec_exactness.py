@@ -24,11 +24,11 @@ from spec_fdconv import (
 
 import fdconv_zoo  # noqa: F401  (registers the models)
 from fdconv_zoo import FDConv2d, FDLinear
-from fdconv_zoo.analysis import basis_cosine_similarity, shared_frequency_pairs
 from fdconv_zoo.layers._ops.kernel_builder import modulated_kernels, synthesize_kernels
 from fdconv_zoo.layers.fbm import DEFAULT_CUTOFFS, frequency_bands, low_pass_masks
 from fdconv_zoo.layers.fdw import dft_to_weight, frequency_group_ids
-from fdconv_zoo.testing import max_relative_error
+from fdconv_zoo.tools.analysis import basis_cosine_similarity, shared_frequency_pairs
+from fdconv_zoo.tools.testing import max_relative_error
 
 FD_TYPES = (FDConv2d, FDLinear)
 MASK_SIZES = [(s, s) for s in range(1, 71)] + [(164, 164), (196, 196), (200, 334), (7, 64), (56, 28)]

@@ -228,7 +228,7 @@ def test_init_from_vanilla_checkpoint_is_function_preserving(tmp_path: Path):
     import timm
     from safetensors.torch import save_file
 
-    from fdconv_zoo.testing import randomize_norms_
+    from fdconv_zoo.tools.testing import randomize_norms_
 
     torch.manual_seed(0)
     vanilla = randomize_norms_(timm.create_model("resnet18", num_classes=3)).eval()
@@ -327,7 +327,7 @@ def test_init_from_a_hub_tag_of_the_vanilla_twin_offline(fake_hub: Path):
     """``--init-from resnet18.a1_in1k`` on a features_only FDConv backbone: vanilla weights, same feature maps."""
     import timm
 
-    from fdconv_zoo.testing import randomize_norms_, save_timm_model_to_fake_hub
+    from fdconv_zoo.tools.testing import randomize_norms_, save_timm_model_to_fake_hub
 
     torch.manual_seed(0)
     vanilla = randomize_norms_(timm.create_model("resnet18")).eval()

@@ -1,8 +1,9 @@
 """Dynamic-convolution baselines as model surgery: CondConv, DY-Conv, ODConv and KernelWarehouse.
 
 :func:`convert_to_dynamic` swaps a model's convs for one method's layer through the same
-surgery loop as :func:`fdconv_zoo.convert.convert_to_fdconv` (:func:`~fdconv_zoo.convert.replace_layers`),
-function preserving where the method allows (see each layer's docstring).
+surgery loop as :func:`fdconv_zoo.convert_to_fdconv`
+(:func:`~fdconv_zoo.layers.conversion.replace_layers`), function preserving where the method allows (see each
+layer's docstring).
 :func:`kw_share_warehouses` then groups KernelWarehouse layers into shared warehouses.
 """
 
@@ -15,8 +16,8 @@ from typing import Any
 
 from torch import nn
 
-from ..convert import ConversionReport, replace_layers
 from ..layers.condconv import CondConv2d, CondLinear
+from ..layers.conversion import ConversionReport, replace_layers
 from ..layers.dyconv import DyConv2d
 from ..layers.dynamic_base import DynamicConv2dBase
 from ..layers.dynamic_schedules import anneal_dynamic_layers, dynamic_layers

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     import fdconv_zoo.baselines  # noqa: F401  (registers the *_fdconv models and the baselines)
-    from fdconv_zoo.analysis import analyze_model
+    from fdconv_zoo.tools.analysis import analyze_model
 
     if not timm.is_model(args.model):
         raise SystemExit(f"fdconv-zoo analyze: unknown model {args.model!r}; try one of "

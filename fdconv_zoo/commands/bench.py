@@ -8,7 +8,7 @@ import platform
 import subprocess
 import sys
 
-from ..benchmark import AMP_DTYPES
+from ..tools.benchmark import AMP_DTYPES
 
 
 def _count(text: str) -> int:
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-layers", action="store_true", help="leave out the per-layer table")
     p.add_argument("--skip-reference", action="store_true", help="leave out the slow reference formulation")
     p.add_argument("--tune-malloc", action="store_true",
-                   help="raise glibc's mmap/trim thresholds for every measurement (fdconv_zoo.cpu_tuning)")
+                   help="raise glibc's mmap/trim thresholds for every measurement (fdconv_zoo.tools.cpu_tuning)")
     p.add_argument("--skip-profile", action="store_true", help="leave out the per-stage profile of resnet50_fdconv")
     p.add_argument("--device", default="cpu",
                    help="where the network table runs: cpu (default) or cuda[:N] (peak = CUDA allocator peak); "
@@ -84,7 +84,7 @@ def _machine() -> str:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from fdconv_zoo import benchmark
+    from fdconv_zoo.tools import benchmark
 
     printed: list[str] = []
 
@@ -104,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         log(f"device {args.device}: {torch.cuda.get_device_name(torch.device(args.device))}; the per-stage profile, "
             "floor and layer tables are CPU measurements and are left out")
     if args.tune_malloc:
-        from fdconv_zoo.cpu_tuning import MALLOC_ENV, tune_malloc
+        from fdconv_zoo.tools.cpu_tuning import MALLOC_ENV, tune_malloc
 
         applied = tune_malloc()
         log(f"malloc tuning for plain and FD alike: {' '.join(f'{k}={v}' for k, v in MALLOC_ENV.items())}"
@@ -147,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         rows = benchmark.layer_table(args.batch_size, not args.skip_reference, args.repeats)
         log(benchmark.format_layer_table(rows, args.batch_size))
     if args.markdown:
-        from fdconv_zoo.atomic_io import atomic_write_text
+        from fdconv_zoo.checkpoints.atomic_io import atomic_write_text
 
         atomic_write_text(args.markdown, _markdown_page(printed))
         print(f"wrote {args.markdown}")

@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ..hub_errors import HubError
+from ..errors import HubError
+
+if TYPE_CHECKING:
+    from ..checkpoints import ConvertResult
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -34,11 +39,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def convert_source(source: str, architecture: str, *, cache_dir: str | None = None, **kwargs: Any) -> ConvertResult:
+    """A local checkpoint file, or else a Hub repo id, converted to ``architecture``."""
     from ..checkpoints import convert_checkpoint
+    from ..hub import convert_from_hub
 
+    if Path(source).is_file():
+        return convert_checkpoint(source, architecture, **kwargs)
+    return convert_from_hub(source, architecture, cache_dir=cache_dir, **kwargs)
+
+
+def run(args: argparse.Namespace) -> int:
     try:
-        result = convert_checkpoint(args.checkpoint, args.model, output=args.output, layout=args.layout,
+        result = convert_source(args.checkpoint, args.model, output=args.output, layout=args.layout,
                                     strict=args.strict, num_classes=args.num_classes, model_args=args.model_args,
                                     cache_dir=args.cache_dir)
     except (HubError, ValueError, FileNotFoundError) as err:

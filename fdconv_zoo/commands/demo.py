@@ -29,9 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import timm
 
-    from fdconv_zoo.analysis import basis_cosine_similarity
-    from fdconv_zoo.convert import convert_to_fdconv
-    from fdconv_zoo.testing import max_relative_error, randomize_norms_
+    from fdconv_zoo.layers.conversion import convert_to_fdconv
+    from fdconv_zoo.tools.analysis import basis_cosine_similarity
+    from fdconv_zoo.tools.testing import max_relative_error, randomize_norms_
 
     torch.manual_seed(args.seed)
     plain = randomize_norms_(timm.create_model(args.model, pretrained=False), args.seed).eval()
@@ -71,7 +71,7 @@ def _zoo_and_hub(plain: torch.nn.Module, x: torch.Tensor, arch: str) -> tuple[fl
     import timm
 
     from fdconv_zoo.hub import load_hub_folder, save_for_hub
-    from fdconv_zoo.testing import max_relative_error, offline_hf_hub, save_timm_model_to_fake_hub
+    from fdconv_zoo.tools.testing import max_relative_error, offline_hf_hub, save_timm_model_to_fake_hub
 
     zoo_name = f"{arch}_fdconv"
     cfg = timm.models.get_pretrained_cfg(zoo_name)

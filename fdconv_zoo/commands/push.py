@@ -7,8 +7,8 @@ import json
 import shlex
 import sys
 
-from ..catalogue import HUB_ORG
-from ..hub_errors import HubError
+from ..errors import HubError
+from ..hub.catalogue import HUB_ORG
 
 
 def _metric(text: str) -> tuple[str, str, float]:
@@ -61,8 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..checkpoints import convert_checkpoint
     from ..hub import push_to_hub
+    from .convert import convert_source
 
     trained_with = None
     if args.trained_with:
@@ -76,8 +76,8 @@ def run(args: argparse.Namespace) -> int:
         print("error: --trained-with needs --checkpoint (the trained weights)", file=sys.stderr)
         return 2
     try:
-        converted = convert_checkpoint(source, args.model, num_classes=args.num_classes, model_args=args.model_args,
-                                       cache_dir=args.cache_dir)
+        converted = convert_source(source, args.model, num_classes=args.num_classes, model_args=args.model_args,
+                                   cache_dir=args.cache_dir)
         if converted.layout != "fdconv":
             print(converted.report())
         result = push_to_hub(converted.model, tag=args.tag, converted_from=args.converted_from,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from fdconv_zoo.model_stats import FD_VARIANTS
+    from fdconv_zoo.tools.model_stats import FD_VARIANTS
 
     p = sub.add_parser("table", help="write the params / GMACs table of every *_fdconv model (no download)")
     p.add_argument("--out", type=Path, default=Path("MODEL_CARDS") / "params.md")
@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from fdconv_zoo.model_stats import write_params_table
+    from fdconv_zoo.tools.model_stats import write_params_table
 
     print(write_params_table(args.out, args.models, args.image_size, not args.no_compute, progress=True))
     return 0

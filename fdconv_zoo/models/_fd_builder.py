@@ -7,7 +7,7 @@ timm's forward/intermediates code stay valid). Pretrained cfgs come in two kinds
 * converted tags ``<arch>_fdconv.<tag>``: timm's own ``timm/<arch>.<tag>`` checkpoint, read from
   the Hub and converted on load (``weight`` -> FDW spectrum, neutral KSM/FBM): the FDConv model
   reproduces the vanilla logits, it is not FDConv-trained;
-* trained tags from ``hub/catalogue.json`` (:func:`fdconv_zoo.catalogue.trained_cfgs`).
+* trained tags from ``hub/catalogue.json`` (:func:`fdconv_zoo.models._published.trained_cfgs`).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import torch
 from timm.models import build_model_with_cfg, get_pretrained_cfg
 from torch import Tensor, nn
 
-from ..catalogue import trained_cfgs
-from ..convert import ConversionReport, convert_to_fdconv, fd_layers, fd_skip_reason, vanilla_to_fdconv
-from ..hub_errors import HubUnavailableError, hub_network_errors
+from ..errors import HubUnavailableError, hub_network_errors
+from ..layers.conversion import ConversionReport, convert_to_fdconv, fd_layers, fd_skip_reason, vanilla_to_fdconv
 from ..layers.fdlinear import FDLinear
 from ..layers.ksm import ksm_hidden_channels
+from ._published import find_entry, trained_cfgs
 
 __all__ = [
     "FD_PAPER",
@@ -235,7 +235,7 @@ def fd_checkpoint_filter(base: Callable[[dict, nn.Module], dict] | None = None
     """A timm ``pretrained_filter_fn``: timm's own filter ``base`` first, then vanilla -> FD keys.
 
     ``base`` remaps original/foreign layouts to timm's (it sees the model as the vanilla one);
-    :func:`fdconv_zoo.convert.vanilla_to_fdconv` then moves plain kernels into the FDW spectrum
+    :func:`fdconv_zoo.layers.conversion.vanilla_to_fdconv` then moves plain kernels into the FDW spectrum
     and fills KSM/FBM from the model's neutral init. FD checkpoints pass through unchanged.
     """
 
@@ -278,8 +278,6 @@ def converted_cfgs(arch: str, tags: Sequence[str], **fields: Any) -> dict[str, d
 
 def _is_trained(hf_hub_id: str) -> bool:
     """Whether the catalogue records ``hf_hub_id`` as FDConv-trained (not a hosted conversion)."""
-    from ..catalogue import find_entry
-
     entry = find_entry(hf_hub_id)
     return bool(entry) and "trained_with" in entry.get("source", {})
 

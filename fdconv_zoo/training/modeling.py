@@ -170,7 +170,7 @@ def export_model(model: nn.Module, folder: str | Path, *, model_args: Mapping[st
     """
     from timm.models import save_for_hf
 
-    from fdconv_zoo.atomic_io import staged_folder
+    from fdconv_zoo.checkpoints.atomic_io import staged_folder
     from fdconv_zoo.hub import save_for_hub
 
     if card and card.get("tag"):

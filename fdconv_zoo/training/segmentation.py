@@ -212,8 +212,8 @@ def finetune_segmentation(cfg: SegmentationConfig) -> dict[str, Any]:
 
 def _export(model: nn.Module, folder: Path, config: dict[str, Any]) -> Path:
     """``model.safetensors`` + ``config.json``, moved into ``folder`` only once both are complete."""
-    from fdconv_zoo.atomic_io import staged_folder
     from fdconv_zoo.checkpoints import save_safetensors
+    from fdconv_zoo.checkpoints.atomic_io import staged_folder
 
     with staged_folder(folder) as staging:
         save_safetensors(model.state_dict(), staging / "model.safetensors", metadata={"format": "pt"})

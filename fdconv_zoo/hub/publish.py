@@ -1,20 +1,15 @@
-"""Publish, pull and check checkpoints on the Hugging Face Hub.
+"""Publish checkpoints on the Hugging Face Hub through timm's own export (``save_for_hf``).
 
-Built on timm's own export (``save_for_hf``: ``config.json`` + ``model.safetensors``, reloaded
-through ``hf-hub:``/``local-dir:``) and huggingface_hub's real API (``HfApi.create_repo``,
-``create_commit`` with ``CommitOperationAdd``). What this module adds: a model card, a check
-that the staged folder reproduces the model before anything is uploaded, the catalogue record
-(``hub/catalogue.json``), sha256 verification of downloads against it, and errors that say what
-to do when the Hub is out of reach.
+What this adds to timm: a model card, a check that the staged folder reproduces the model before anything
+is uploaded (``HfApi.create_commit``), and the catalogue record.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,143 +17,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from .atomic_io import staged_folder
-from .catalogue import HUB_ORG, find_entry, make_entry, record_checkpoint
-from .checkpoints import file_sha256, load_checkpoint_file, verify_sha256
-from .hub_errors import (
+from ..checkpoints import file_sha256, load_checkpoint_file
+from ..checkpoints.atomic_io import staged_folder
+from ..errors import (
     CatalogueError,
-    CorruptCheckpointError,
     HubError,
-    HubUnavailableError,
     ReproductionError,
     hub_network_errors,
 )
+from .catalogue import CATALOGUE_PATH, HUB_ORG, find_entry, load_catalogue, make_entry, record_checkpoint
+from .download import CARD_NAME, CONFIG_NAME, HUB_FILES, WEIGHTS_NAME
+from .stats import card_stats
 
-__all__ = [
-    "WEIGHTS_NAME",
-    "CONFIG_NAME",
-    "CARD_NAME",
-    "HUB_FILES",
-    "hub_error_guidance",
-    "download_weights",
-    "create_model",
-    "save_for_hub",
-    "load_hub_folder",
-    "verify_hub_folder",
-    "PushResult",
-    "push_to_hub",
-    "register_catalogue_tags",
-]
+__all__ = ["save_for_hub", "load_hub_folder", "verify_hub_folder", "PushResult", "push_to_hub",
+           "register_catalogue_tags"]
 
 _USAGE_NOTE = "Needs `import fdconv_zoo` before timm.create_model (timm has no plugin auto-import)."
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-CARD_NAME = "README.md"
-HUB_FILES = (CARD_NAME, CONFIG_NAME, WEIGHTS_NAME)
-
-
-def _split_revision(repo_id: str) -> tuple[str, str | None]:
-    repo_id = repo_id.removeprefix("hf-hub:")
-    repo, _, revision = repo_id.partition("@")
-    return repo, revision or None
-
-
-@contextlib.contextmanager
-def hub_error_guidance(repo_id: str, filename: str | None = None,
-                       cache_dir: str | os.PathLike | None = None) -> Iterator[None]:
-    """Re-raise "Hub unreachable and not cached" failures as :class:`HubUnavailableError` (with the fix).
-
-    huggingface_hub raises ``LocalEntryNotFoundError`` both in offline mode and after a failed
-    connection; either way the file is not cached, which is what the user must act on.
-    """
-    from huggingface_hub import constants
-
-    try:
-        yield
-    except hub_network_errors() as err:
-        cache = str(cache_dir or constants.HF_HUB_CACHE)
-        raise HubUnavailableError(_split_revision(repo_id)[0], filename, err, cache) from err
-
-
-def download_weights(repo_id: str, *, filename: str | None = None, revision: str | None = None,
-                     cache_dir: str | os.PathLike | None = None) -> Path:
-    """Local path of a repo's weights (``model.safetensors``, else ``pytorch_model.bin``), via the HF cache.
-
-    ``repo_id`` may carry ``hf-hub:`` and ``@revision``. Offline/unreachable and not cached:
-    :class:`HubUnavailableError`.
-    """
-    from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
-
-    repo, rev = _split_revision(repo_id)
-    revision = revision or rev
-    candidates = [filename] if filename else [WEIGHTS_NAME, "pytorch_model.bin"]
-    errors: list[EntryNotFoundError] = []
-    with hub_error_guidance(repo, candidates[0], cache_dir):
-        for name in candidates:
-            try:
-                return Path(hf_hub_download(repo, name, revision=revision, cache_dir=cache_dir))
-            except EntryNotFoundError as err:  # not in the repo (404) or not cached: try the next name
-                errors.append(err)
-                if isinstance(err, LocalEntryNotFoundError) and not constants.is_offline_mode():
-                    break  # online but unreachable: the next name would only wait out the same retries
-        raise errors[0]
-
-
-def _repo_for(model_name: str, pretrained: bool, overlay: Mapping[str, Any] | None = None) -> str | None:
-    """The Hub repo a ``create_model`` call would read weights from, if any."""
-    if model_name.startswith("hf-hub:"):
-        return model_name.removeprefix("hf-hub:")
-    if not pretrained or ":" in model_name:
-        return None
-    overlay = overlay or {}
-    if any(overlay.get(k) is not None for k in ("file", "url", "state_dict")):
-        return None  # weights from elsewhere than the Hub
-    if overlay.get("hf_hub_id"):
-        return overlay["hf_hub_id"]
-    from timm.models import get_pretrained_cfg
-
-    try:
-        cfg = get_pretrained_cfg(model_name)
-    except RuntimeError:
-        return None
-    if cfg is None or not cfg.hf_hub_id or cfg.file or cfg.state_dict is not None:
-        return None
-    return cfg.hf_hub_id
-
-
-def _check_weights_file(path: Path, repo_id: str, catalogue_path: str | os.PathLike | None) -> None:
-    """sha256 against the catalogue when catalogued, else at least a full parse (corruption)."""
-    if verify_sha256(path, repo_id, catalogue_path) is None:
-        load_checkpoint_file(path)
-
-
-def create_model(model_name: str, pretrained: bool = False, *, verify: bool = True,
-                 catalogue_path: str | os.PathLike | None = None, cache_dir: str | os.PathLike | None = None,
-                 **kwargs: Any) -> nn.Module:
-    """``timm.create_model`` with our checks: sha256 against ``hub/catalogue.json`` and clear Hub errors.
-
-    Works for ``hf-hub:<org>/<arch>.<tag>`` and registered tags (``resnet50_fdconv.<tag>``).
-    With ``verify`` the weights file is fetched first (the HF cache makes it a no-op later)
-    and checked: a catalogued repo must match its recorded sha256, an uncatalogued one must
-    parse. Unreachable Hub and no cache: :class:`HubUnavailableError` with what to do.
-    """
-    import timm
-
-    from . import models  # noqa: F401  (registers the *_fdconv architectures with timm)
-
-    repo = _repo_for(model_name, pretrained, kwargs.get("pretrained_cfg_overlay"))
-    if repo is None:
-        return timm.create_model(model_name, pretrained=pretrained, cache_dir=cache_dir, **kwargs)
-    if verify:
-        _check_weights_file(download_weights(repo, cache_dir=cache_dir), repo, catalogue_path)
-    with hub_error_guidance(repo, None, cache_dir):
-        try:
-            return timm.create_model(model_name, pretrained=pretrained, cache_dir=cache_dir, **kwargs)
-        except Exception as err:
-            if type(err).__name__ == "SafetensorError":
-                raise CorruptCheckpointError(f"{repo}/{WEIGHTS_NAME}", str(err)) from err
-            raise
 
 
 def _model_args_of(model: nn.Module, model_args: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -173,9 +47,9 @@ def save_for_hub(model: nn.Module, folder: str | os.PathLike, *, model_args: Map
 
     ``config.json`` comes from timm's ``save_for_hf`` (architecture, ``model_args`` recorded by
     ``create_model`` plus ``model_args`` given here, pretrained_cfg), so ``hf-hub:``/``local-dir:``
-    rebuild the same network. ``card_fields`` go to :func:`fdconv_zoo.cards.render_card`
+    rebuild the same network. ``card_fields`` go to :func:`fdconv_zoo.hub.cards.render_card`
     (``tag``, by default the model's own timm tag; ``converted_from`` or ``trained_with``, ``metrics``, ``stats``...).
-    Written through :func:`fdconv_zoo.atomic_io.staged_folder`: a crash never leaves a
+    Written through :func:`fdconv_zoo.checkpoints.atomic_io.staged_folder`: a crash never leaves a
     half-written file under a final name.
     """
     from timm.models import save_for_hf
@@ -203,7 +77,7 @@ def load_hub_folder(folder: str | os.PathLike, **kwargs: Any) -> nn.Module:
     """Rebuild a model from a :func:`save_for_hub` folder the way the Hub would (``local-dir:``)."""
     import timm
 
-    from . import models  # noqa: F401
+    from .. import models  # noqa: F401
 
     folder = Path(folder)
     for name in (CONFIG_NAME, WEIGHTS_NAME):
@@ -274,20 +148,19 @@ def push_to_hub(model: nn.Module, *, tag: str, converted_from: str | None = None
     2. :func:`verify_hub_folder`: the staged files must reproduce ``model`` exactly;
     3. unless ``dry_run``: ``HfApi.create_repo(exist_ok=True)`` and one ``create_commit`` of
        the three files (huggingface_hub skips files whose content the Hub already has, and the
-       whole commit when nothing changed), then :func:`fdconv_zoo.catalogue.record_checkpoint`.
+       whole commit when nothing changed), then :func:`fdconv_zoo.hub.catalogue.record_checkpoint`.
 
     Idempotent: pushing the same weights again changes nothing (the catalogue entry is
     rewritten identically). Weights that differ from the catalogued sha256 of the same repo are
     refused unless ``allow_update``, since they would silently replace a published checkpoint.
     """
-    from .cards import model_stats
 
     architecture = model.pretrained_cfg["architecture"]
     repo_id = f"{org}/{architecture}.{tag}"
     # validate the provenance and tag before any work; the sha256 is filled in after staging
     make_entry(architecture, tag, sha256="0" * 64, converted_from=converted_from, trained_with=trained_with,
                metrics=metrics, org=org)
-    stats = model_stats(model, gmacs=gmacs)
+    stats = card_stats(model, gmacs=gmacs)
     own_tmp = staging_dir is None
     folder = Path(tempfile.mkdtemp(prefix="fdconv_zoo_push_")) / repo_id.split("/", 1)[1] if own_tmp \
         else Path(staging_dir)
@@ -321,8 +194,6 @@ def push_to_hub(model: nn.Module, *, tag: str, converted_from: str | None = None
                        f"stage and verify offline with --dry-run (staged at {folder}).") from err
     result.commit_url = getattr(info, "commit_url", None)
     record_checkpoint(entry, catalogue_path)
-    from .catalogue import CATALOGUE_PATH
-
     result.catalogue = Path(catalogue_path or CATALOGUE_PATH).resolve()
     if own_tmp:  # uploaded: the temporary staging copy has served its purpose
         shutil.rmtree(folder.parent, ignore_errors=True)
@@ -340,8 +211,6 @@ def register_catalogue_tags(catalogue_path: str | os.PathLike | None = None) -> 
     from dataclasses import replace
 
     from timm.models import _registry
-
-    from .catalogue import load_catalogue
 
     added: list[str] = []
     for entry in load_catalogue(catalogue_path)["checkpoints"]:

@@ -1,13 +1,11 @@
-"""Checkpoint files: read them safely, check them against a model, convert them to FDConv.
+"""Checkpoints against a model: check every key and shape, map vanilla timm or official FDConv layouts to ours.
 
-Everything here is offline and file based; the Hub side (download with guidance, publishing)
-lives in :mod:`fdconv_zoo.hub`. The checks exist because ``load_state_dict`` failures are hard
-to act on: we list every shape mismatch and every missing/unexpected key, and say what to do.
+The checks exist because ``load_state_dict`` failures are hard to act on: every shape mismatch and every
+missing or unexpected key is listed, with what to do.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -15,122 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from .atomic_io import atomic_path
-from .convert import OFFICIAL_PREFIXES, fd_layers, official_to_zoo, vanilla_to_fdconv
-from .hub_errors import ArchitectureMismatchError, ChecksumMismatchError, CorruptCheckpointError, KeyMismatchError
+from ..errors import ArchitectureMismatchError, KeyMismatchError
+from ..layers.conversion import OFFICIAL_PREFIXES, fd_layers, official_to_zoo, vanilla_to_fdconv
+from .files import load_checkpoint_file, save_safetensors
 
-__all__ = [
-    "file_sha256",
-    "verify_sha256",
-    "load_checkpoint_file",
-    "save_safetensors",
-    "check_state_dict",
-    "detect_layout",
-    "ConvertResult",
-    "convert_state_dict",
-    "convert_checkpoint",
-]
-
-_WRAPPER_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
-_SAFETENSORS_SUFFIXES = (".safetensors",)
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks (checkpoints are hundreds of MB)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def verify_sha256(path: str | os.PathLike, repo_id: str, catalogue_path: str | os.PathLike | None = None) -> str | None:
-    """Compare ``path`` with the sha256 recorded for ``repo_id`` in hub/catalogue.json.
-
-    Returns the recorded hash (None when ``repo_id`` is not catalogued: nothing to check).
-    """
-    from .catalogue import expected_sha256
-
-    expected = expected_sha256(repo_id, catalogue_path)
-    if expected is None:
-        return None
-    actual = file_sha256(path)
-    if actual != expected:
-        raise ChecksumMismatchError(str(path), repo_id.removeprefix("hf-hub:"), expected, actual)
-    return expected
-
-
-def _strip_wrappers(obj: Any, path: str) -> dict[str, Tensor]:
-    if isinstance(obj, Mapping):
-        for key in _WRAPPER_KEYS:
-            if key in obj and isinstance(obj[key], Mapping):
-                obj = obj[key]
-                break
-    if not isinstance(obj, Mapping):
-        raise CorruptCheckpointError(path, "expected a state dict (a mapping of names to tensors), "
-                                           f"got {type(obj).__name__}")
-    bad = [k for k, v in obj.items() if not isinstance(v, Tensor)]
-    if bad:
-        raise CorruptCheckpointError(path, f"{len(bad)} entries are not tensors, e.g. {bad[:3]}")
-    out: dict[str, Tensor] = {}
-    for key, value in obj.items():
-        for prefix in ("module.", "_orig_mod."):
-            if key.startswith(prefix):
-                key = key[len(prefix):]
-        out[key] = value
-    return out
-
-
-def load_checkpoint_file(path: str | os.PathLike) -> dict[str, Tensor]:
-    """Read a ``.safetensors`` or torch (``.pth``/``.bin``/``.pt``) checkpoint into a CPU state dict.
-
-    Torch files are read with ``weights_only=True`` and unwrapped like timm does
-    (``state_dict``/``model``/EMA wrappers, ``module.`` and ``_orig_mod.`` prefixes). Any parse
-    failure becomes a :class:`CorruptCheckpointError` that names the file and the fix.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint '{path}' does not exist")
-    if path.suffix in _SAFETENSORS_SUFFIXES:
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path), device="cpu")
-        except Exception as err:  # SafetensorError, or OSError/ValueError on a truncated header
-            raise CorruptCheckpointError(str(path), f"{type(err).__name__}: {err}") from err
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # UnpicklingError, RuntimeError (bad zip), EOFError...
-        raise CorruptCheckpointError(str(path), f"{type(err).__name__}: {str(err).splitlines()[0]}") from err
-    return _strip_wrappers(obj, str(path))
-
-
-def _unshare(tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Contiguous tensors, none sharing storage (safetensors refuses shared or strided ones)."""
-    seen: set[int] = set()
-    out: dict[str, Tensor] = {}
-    for key, value in tensors.items():
-        value = value.detach().cpu().contiguous()
-        ptr = value.untyped_storage().data_ptr() if value.numel() else None
-        if ptr is not None and ptr in seen:
-            value = value.clone()
-        elif ptr is not None:
-            seen.add(ptr)
-        out[key] = value
-    return out
-
-
-def save_safetensors(tensors: Mapping[str, Tensor], path: str | os.PathLike,
-                     metadata: Mapping[str, str] | None = None) -> Path:
-    """Write ``tensors`` as safetensors atomically (see :mod:`fdconv_zoo.atomic_io`)."""
-    from safetensors.torch import save_file
-
-    with atomic_path(path) as tmp:
-        save_file(_unshare(tensors), tmp, metadata=dict(metadata) if metadata else None)
-    return Path(path)
+__all__ = ["check_state_dict", "detect_layout", "ConvertResult", "convert_state_dict", "convert_checkpoint"]
 
 
 def _arch_name(model: nn.Module) -> str:
@@ -190,7 +79,7 @@ class ConvertResult:
 
     def report(self) -> str:
         """Human-readable summary: counts, then each list of keys."""
-        from .hub_errors import format_key_list
+        from ..errors import format_key_list
 
         lines = [f"{self.layout} checkpoint -> {self.architecture}: {len(self.state_dict)} tensors, "
                  f"{len(self.converted)} FD layers converted from plain weights, "
@@ -230,8 +119,8 @@ def convert_state_dict(state_dict: Mapping[str, Tensor], model: nn.Module, *, la
     """Map a vanilla timm, official FDConv or zoo state dict onto FD ``model``, checked, and load it.
 
     ``model`` is modified in place (its weights are the result's). Vanilla: ``weight`` ->
-    ``dft_weight`` via :func:`fdconv_zoo.convert.vanilla_to_fdconv`. Official: through
-    :func:`fdconv_zoo.convert.official_to_zoo` (``backbone.`` stripped, neck/heads dropped). The
+    ``dft_weight`` via :func:`fdconv_zoo.layers.conversion.vanilla_to_fdconv`. Official: through
+    :func:`fdconv_zoo.layers.conversion.official_to_zoo` (``backbone.`` stripped, neck/heads dropped). The
     classifier may be absent (detector backbones) or of another size (``num_classes``): it keeps
     the model's init and is reported. With ``strict`` any other missing/unexpected key raises.
     """
@@ -298,35 +187,31 @@ def _read_config(path: Path) -> dict:
 def convert_checkpoint(checkpoint: str | os.PathLike | Mapping[str, Tensor], architecture: str, *,
                        output: str | os.PathLike | None = None, layout: str = "auto", strict: bool = True,
                        num_classes: int | None = None, model_args: Mapping[str, Any] | None = None,
-                       cache_dir: str | os.PathLike | None = None,
                        create_fn: Callable[..., nn.Module] | None = None) -> ConvertResult:
-    """A vanilla timm / official FDConv checkpoint (Hub id, local file or state dict) -> ``architecture``.
+    """A vanilla timm / official FDConv checkpoint (local file or state dict) -> ``architecture``.
 
-    Hub ids (``timm/resnet50.a1_in1k``, optionally ``hf-hub:``-prefixed) are fetched with
-    :func:`fdconv_zoo.hub.download_weights`, so an unreachable Hub gives the offline guidance.
-    The result is checked (see :func:`convert_state_dict`) and, with ``output``, written as
-    safetensors atomically. For official detector backbones pass ``num_classes=0`` to build the
-    model without classifier, or keep the default to get the classifier at its init (reported).
+    The result is checked (see :func:`convert_state_dict`) and, with ``output``, written as safetensors
+    atomically. For official detector backbones pass ``num_classes=0`` to build the model without classifier,
+    or keep the default to get the classifier at its init (reported). Hub ids are
+    :func:`fdconv_zoo.hub.convert_from_hub`'s (or ``fdconv-zoo convert``'s, which takes both).
     """
     import timm
 
-    from . import models  # noqa: F401  (registers the *_fdconv architectures with timm)
+    from .. import models  # noqa: F401  (registers the *_fdconv architectures with timm)
 
     source = str(checkpoint) if not isinstance(checkpoint, Mapping) else "state dict"
     config: dict = {}
     if isinstance(checkpoint, Mapping):
         state_dict = dict(checkpoint)
-    elif Path(checkpoint).exists():
+    elif Path(checkpoint).is_file():
         path = Path(checkpoint)
         state_dict = load_checkpoint_file(path)
         config = _read_config(path)
     else:
-        from .hub import download_weights
-
-        path = download_weights(str(checkpoint), cache_dir=cache_dir)
-        verify_sha256(path, str(checkpoint))  # a catalogued fdconv-zoo repo must be the published file
-        state_dict = load_checkpoint_file(path)
-        config = _read_config(path)
+        raise FileNotFoundError(
+            f"no checkpoint file '{checkpoint}'; for a Hub repo id use fdconv_zoo.hub.convert_from_hub("
+            f"'{checkpoint}', '{architecture}') or `fdconv-zoo convert {checkpoint} {architecture}`"
+        )
     ckpt_arch = config.get("architecture")
     # an FD checkpoint saved with non-default model_args (placement, kernel_num) carries them in config.json
     saved_args = config.get("model_args", {}) if ckpt_arch == architecture else {}
