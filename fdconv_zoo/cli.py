@@ -7,7 +7,7 @@ import importlib
 from collections.abc import Sequence
 
 # One module per subcommand, each exposing ``register(subparsers)`` that sets ``func``.
-COMMANDS = ("demo", "bench", "push", "convert", "table", "analyze")
+COMMANDS = ("demo", "bench", "push", "convert", "table", "analyze", "evaluate", "predict")
 
 
 def build_parser() -> argparse.ArgumentParser:

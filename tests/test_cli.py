@@ -79,7 +79,7 @@ def test_bench_rejects_a_count_below_one(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_bench_passes_device_amp_and_fd_options_to_every_cell(monkeypatch, capsys: pytest.CaptureFixture[str]) -> None:
-    """The GPU measurement of issue 6 is one command: ``--device cuda --amp bf16 --batch-size 32``."""
+    """The GPU measurement is one command: ``--device cuda --amp bf16 --batch-size 32``."""
     from fdconv_zoo.tools import benchmark
 
     calls = []

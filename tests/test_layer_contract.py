@@ -220,3 +220,39 @@ def test_eval_outputs_do_not_depend_on_the_rest_of_the_batch(name, reference):
         together = model(x)
         alone = torch.cat([model(x[i:i + 1]) for i in range(x.shape[0])])
     assert max_relative_error(together, alone) <= 1e-5
+
+
+class _FrozenNoEps(nn.Module):
+    """A frozen BatchNorm the way transformers' DETR writes it: buffers only, its epsilon fixed, no ``eps``."""
+
+    def __init__(self, bn: nn.BatchNorm2d) -> None:
+        super().__init__()
+        for name in ("weight", "bias", "running_mean", "running_var"):
+            self.register_buffer(name, getattr(bn, name).detach().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = self.weight * (self.running_var + 1e-5).rsqrt()
+        return x * scale[None, :, None, None] + (self.bias - self.running_mean * scale)[None, :, None, None]
+
+
+@pytest.mark.parametrize("frozen", ["timm", "no-eps"])
+@pytest.mark.parametrize("name", ["k3-conv", "linear"])
+def test_a_frozen_batchnorm_in_ksm_applies_the_running_statistics(name, frozen):
+    """Frameworks swap every BatchNorm2d for a frozen one, KSM's too: it then normalises with the running
+    statistics in train and eval mode, batch of one included, as the eval-mode layer does."""
+    from timm.layers import freeze_batch_norm_2d
+
+    layer, x = _layer(name, False)
+    with torch.no_grad():
+        layer.KSM_Global.bn.running_mean.uniform_(-0.5, 0.5)
+        layer.KSM_Global.bn.running_var.uniform_(0.5, 2.0)
+        expected = layer(x)
+    bn = layer.KSM_Global.bn
+    layer.KSM_Global.bn = freeze_batch_norm_2d(bn) if frozen == "timm" else _FrozenNoEps(bn)
+    assert not isinstance(layer.KSM_Global.bn, nn.BatchNorm2d)
+    for train in (True, False):
+        layer.train(train)
+        assert max_relative_error(layer(x), expected) <= 1e-5
+        assert max_relative_error(layer(x[:1]), expected[:1]) <= 1e-5
+    layer.train()(x).square().mean().backward()
+    assert layer.dft_weight.grad is not None

@@ -1,4 +1,4 @@
-"""Real downstream consumers of the FDConv backbones: smp segmentation models and torchvision Faster R-CNN."""
+"""Real downstream consumers of the FDConv backbones: smp, torchvision Faster R-CNN, transformers DETR, Mask2Former."""
 
 from __future__ import annotations
 
@@ -65,3 +65,57 @@ def test_faster_rcnn_training_step_on_features_only_backbone() -> None:
     with torch.no_grad():
         detections = model([torch.rand(3, 64, 64)])
     assert set(detections[0]) == {"boxes", "labels", "scores"}
+
+
+def _tiny_transformer_args() -> dict:
+    return dict(num_queries=10, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, d_model=64)
+
+
+def test_transformers_detr_over_an_fdconv_backbone_trains_infers_and_loads_our_weights(tmp_path) -> None:
+    """DETR swaps every BatchNorm2d for its frozen one, KSM's too: training, eval and a batch of one run, and the
+    backbone takes the weights of our export."""
+    transformers = pytest.importorskip("transformers")
+    from fdconv_zoo.hub import save_for_hub
+
+    torch.manual_seed(0)
+    detr = transformers.DetrForObjectDetection(transformers.DetrConfig(
+        use_timm_backbone=True, backbone="resnet18_fdconv", use_pretrained_backbone=False, num_labels=3,
+        **_tiny_transformer_args()))
+    body = detr.model.backbone.model
+    assert type(body.layer1[0].conv1.KSM_Global.bn).__name__ == "DetrFrozenBatchNorm2d"
+    source = randomize_norms_(timm.create_model("resnet18_fdconv.a1_in1k"))
+    save_for_hub(source, tmp_path / "export")
+    ours = timm.create_model(f"local-dir:{tmp_path / 'export'}", pretrained=True, features_only=True,
+                             out_indices=(1, 2, 3, 4)).eval()
+    missing, unexpected = body.load_state_dict(ours.state_dict(), strict=False)
+    assert not missing and all(k.endswith("num_batches_tracked") for k in unexpected)   # frozen BN keeps none
+
+    x = torch.randn(2, 3, 96, 96)
+    labels = [{"class_labels": torch.tensor([1]), "boxes": torch.tensor([[0.5, 0.5, 0.2, 0.3]])} for _ in range(2)]
+    out = detr.train()(pixel_values=x, labels=labels)
+    out.loss.backward()
+    assert body.layer4[1].conv2.dft_weight.grad.abs().sum() > 0
+    detr.eval()
+    with torch.no_grad():
+        for theirs, mine in zip(body(x[:1]), ours(x[:1]), strict=True):
+            assert torch.allclose(theirs, mine, rtol=1e-4, atol=1e-5)
+        assert detr(pixel_values=x[:1]).logits.shape == (1, 10, 4)
+
+
+def test_transformers_mask2former_over_an_fdconv_backbone_trains() -> None:
+    transformers = pytest.importorskip("transformers")
+
+    torch.manual_seed(0)
+    backbone = transformers.TimmBackboneConfig(backbone="resnet18_fdconv", out_indices=(1, 2, 3, 4),
+                                               use_pretrained_backbone=False)
+    config = transformers.Mask2FormerConfig(backbone_config=backbone, num_labels=3, num_queries=10, hidden_dim=64,
+                                            mask_feature_size=64, feature_size=64, encoder_layers=1,
+                                            decoder_layers=2, encoder_feedforward_dim=64, dim_feedforward=64,
+                                            num_attention_heads=2)
+    model = transformers.Mask2FormerForUniversalSegmentation(config).train()
+    assert any(isinstance(m, FDConv2d) for m in model.modules())
+    out = model(pixel_values=torch.randn(2, 3, 96, 96), mask_labels=[torch.zeros(1, 96, 96)] * 2,
+                class_labels=[torch.tensor([1])] * 2)
+    out.loss.backward()
+    assert torch.isfinite(out.loss)

@@ -1,4 +1,4 @@
-"""Cost-related guarantees (issue 6) that hold without timing anything: what backward keeps alive,
+"""Cost-related guarantees that hold without timing anything: what backward keeps alive,
 torch.compile without graph breaks, AMP with float32 FFTs, exact separable FBM, block checkpointing."""
 
 import copy

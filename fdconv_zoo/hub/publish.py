@@ -42,12 +42,14 @@ def _model_args_of(model: nn.Module, model_args: Mapping[str, Any] | None) -> di
 
 
 def save_for_hub(model: nn.Module, folder: str | os.PathLike, *, model_args: Mapping[str, Any] | None = None,
-                 data_config: Mapping[str, Any] | None = None, **card_fields: Any) -> Path:
+                 data_config: Mapping[str, Any] | None = None, label_names: Sequence[str] | None = None,
+                 **card_fields: Any) -> Path:
     """Write ``model.safetensors``, timm's ``config.json`` and the ``README.md`` card into ``folder``.
 
     ``config.json`` comes from timm's ``save_for_hf`` (architecture, ``model_args`` recorded by
     ``create_model`` plus ``model_args`` given here, pretrained_cfg), so ``hf-hub:``/``local-dir:``
-    rebuild the same network. ``card_fields`` go to :func:`fdconv_zoo.hub.cards.render_card`
+    rebuild the same network; ``label_names`` name the classifier's outputs there. ``card_fields`` go to
+    :func:`fdconv_zoo.hub.cards.render_card`
     (``tag``, by default the model's own timm tag; ``converted_from`` or ``trained_with``, ``metrics``, ``stats``...).
     Written through :func:`fdconv_zoo.checkpoints.atomic_io.staged_folder`: a crash never leaves a
     half-written file under a final name.
@@ -66,7 +68,10 @@ def save_for_hub(model: nn.Module, folder: str | os.PathLike, *, model_args: Map
         # the source model's cfg notes (e.g. "converted on load from timm/...") describe where *its*
         # weights came from, not this checkpoint's: the card and catalogue carry the provenance.
         notes = f"FDConv checkpoint published with fdconv_zoo. {_USAGE_NOTE}"
-        save_for_hf(model, staging, model_config=dict(pretrained_cfg=dict(notes=notes)),
+        model_config: dict[str, Any] = dict(pretrained_cfg=dict(notes=notes))
+        if label_names:
+            model_config["label_names"] = list(label_names)
+        save_for_hf(model, staging, model_config=model_config,
                     model_args=_model_args_of(model, model_args), safe_serialization=True,
                     data_config=dict(data_config) if data_config else None)
         (staging / CARD_NAME).write_text(render_card(model, **card_fields), encoding="utf-8")

@@ -76,6 +76,10 @@ class KSMGlobal(nn.Module):
         # BatchNorm over pooled vectors cannot use batch statistics of a single sample: a batch
         # of one in training normalises with the running statistics instead of crashing.
         bn = self.bn
+        if not isinstance(bn, nn.BatchNorm2d):
+            # swapped for a frozen BatchNorm by a framework (transformers' DETR, timm's freeze_batch_norm_2d):
+            # the running statistics as that module applies them, in train and eval mode alike
+            return bn(h[:, :, None, None]).flatten(1).to(h.dtype)
         mean, var = bn.running_mean, bn.running_var
         assert mean is not None and var is not None, "KSM's BatchNorm keeps running statistics"
         if self.training and h.shape[0] > 1:

@@ -220,7 +220,7 @@ def train_classification(cfg: ClassificationConfig) -> dict[str, Any]:
         export_dir = export_model(final_model, output_dir / "model", model_args=model_kwargs,
                                   data_config={k: data_config[k] for k in ("input_size", "interpolation", "crop_pct",
                                                                            "mean", "std") if k in data_config},
-                                  card=card)
+                                  card=card, label_names=data.classes)
         summary = {k: v for k, v in result.items() if k != "history"}
         summary.update(model=cfg.model, classes=data.classes, export_dir=str(export_dir), processes=nproc)
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))

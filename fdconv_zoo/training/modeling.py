@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,7 +160,8 @@ def create_model(name: str, *, num_classes: int | None = None, init_from: str | 
 
 
 def export_model(model: nn.Module, folder: str | Path, *, model_args: Mapping[str, Any] | None = None,
-                 data_config: Mapping[str, Any] | None = None, card: Mapping[str, Any] | None = None) -> Path:
+                 data_config: Mapping[str, Any] | None = None, card: Mapping[str, Any] | None = None,
+                 label_names: Sequence[str] | None = None) -> Path:
     """``model.safetensors`` + timm's ``config.json`` (+ card) in ``folder``, ready for ``push_to_hub``.
 
     With a ``card`` that has a ``tag``: :func:`fdconv_zoo.hub.save_for_hub` (weights, config and
@@ -175,13 +176,17 @@ def export_model(model: nn.Module, folder: str | Path, *, model_args: Mapping[st
 
     if card and card.get("tag"):
         try:
-            return Path(save_for_hub(model, folder, model_args=model_args, data_config=data_config, **card))
+            return Path(save_for_hub(model, folder, model_args=model_args, data_config=data_config,
+                                     label_names=label_names, **card))
         except Exception as err:  # the card is a nicety: never lose a finished run's weights over it
             warnings.warn(f"fdconv_zoo.hub.save_for_hub failed ({type(err).__name__}: {err}); exporting weights and "
                           "config.json without a model card", stacklevel=2)
     tag = (card or {}).get("tag") or "trained"  # not the source cfg's tag: these are new weights
     with staged_folder(folder) as staging:
-        save_for_hf(model, staging, model_config=dict(pretrained_cfg=dict(tag=tag)),
+        model_config: dict[str, Any] = dict(pretrained_cfg=dict(tag=tag))
+        if label_names:
+            model_config["label_names"] = list(label_names)
+        save_for_hf(model, staging, model_config=model_config,
                     model_args=dict(model_args or {}), safe_serialization=True,
                     data_config=dict(data_config) if data_config else None)
     return Path(folder)

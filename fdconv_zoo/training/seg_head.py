@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from .errors import InputError
 
-__all__ = ["ConvNormAct", "SegmentationModel", "UPerHead", "create_segmentation_model", "sliding_window_logits",
-           "whole_image_logits"]
+__all__ = ["create_backbone", "ConvNormAct", "SegmentationModel", "UPerHead", "create_segmentation_model",
+           "sliding_window_logits", "whole_image_logits"]
 
 
 class ConvNormAct(nn.Sequential):
@@ -101,15 +101,13 @@ class SegmentationModel(nn.Module):
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def create_segmentation_model(backbone: str, num_classes: int, *, head: str = "uper", channels: int = 128,
-                              out_indices: Sequence[int] = (-4, -3, -2, -1), crop_size: int | None = None,
-                              init_from: str | None = None, pretrained: bool = False, dropout: float = 0.1,
-                              **kwargs: Any) -> SegmentationModel:
-    """A :class:`SegmentationModel` over ``timm.create_model(backbone, features_only=True, ...)``.
+def create_backbone(backbone: str, *, out_indices: Sequence[int] = (-4, -3, -2, -1), crop_size: int | None = None,
+                    init_from: str | None = None, pretrained: bool = False, **kwargs: Any) -> tuple[nn.Module, bool]:
+    """``timm.create_model(backbone, features_only=True, ...)`` for a dense head, and whether its input size is fixed.
 
-    Fixed-input-size backbones (Swin) are built for ``crop_size`` with ``dynamic_img_size``
-    so whole-image evaluation works at other sizes too. ``init_from`` loads backbone weights
-    before the features wrapper is applied (see :func:`~fdconv_zoo.training.modeling.create_model`).
+    Fixed-input-size backbones (Swin) are built for ``crop_size`` with ``dynamic_img_size`` so other sizes work
+    too; where that is refused, the size stays fixed (True). ``init_from`` loads backbone weights before the
+    features wrapper is applied (see :func:`~fdconv_zoo.training.modeling.create_model`).
     """
     import timm
 
@@ -125,12 +123,20 @@ def create_segmentation_model(backbone: str, num_classes: int, *, head: str = "u
         args.setdefault("img_size", crop_size)
     common = dict(features_only=True, out_indices=tuple(out_indices), init_from=init_from, pretrained=pretrained)
     try:
-        net = create_model(backbone, **common, **(dict(args, dynamic_img_size=True) if fixed else args))
-        fixed = False
+        return create_model(backbone, **common, **(dict(args, dynamic_img_size=True) if fixed else args)), False
     except InputError:
         if not fixed:
             raise
-        net = create_model(backbone, **common, **args)  # no dynamic_img_size: evaluate with sliding windows
+        return create_model(backbone, **common, **args), True   # no dynamic_img_size: evaluate with sliding windows
+
+
+def create_segmentation_model(backbone: str, num_classes: int, *, head: str = "uper", channels: int = 128,
+                              out_indices: Sequence[int] = (-4, -3, -2, -1), crop_size: int | None = None,
+                              init_from: str | None = None, pretrained: bool = False, dropout: float = 0.1,
+                              **kwargs: Any) -> SegmentationModel:
+    """A :class:`SegmentationModel` over :func:`create_backbone`'s features."""
+    net, fixed = create_backbone(backbone, out_indices=out_indices, crop_size=crop_size, init_from=init_from,
+                                 pretrained=pretrained, **kwargs)
     model = SegmentationModel(net, num_classes, head=head, channels=channels, dropout=dropout)
     model.fixed_input_size = fixed
     return model

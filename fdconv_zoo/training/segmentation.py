@@ -7,6 +7,7 @@ metric is mIoU with per-class IoU over a confusion matrix gathered across proces
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +27,8 @@ from .run_setup import RunConfig, check_common_flags, start_run
 from .seg_head import SegmentationModel, create_segmentation_model, sliding_window_logits, whole_image_logits
 from .transforms import SegEvalTransform, SegTrainTransform, pad_collate
 
-__all__ = ["SegmentationConfig", "finetune_segmentation", "format_iou_table", "load_segmentation_export"]
+__all__ = ["SegmentationConfig", "evaluate_segmenter", "finetune_segmentation", "format_iou_table",
+           "load_segmentation_export"]
 
 
 @dataclass
@@ -86,6 +88,38 @@ def format_iou_table(metrics: dict[str, Any]) -> str:
     return "\n".join([f"  {'class':<14s} {'IoU':>6s}", *rows, tail])
 
 
+def evaluate_segmenter(net: nn.Module, loader: Any, data: SegmentationData, eval_mode: str = "whole",
+                       crop_size: int | None = None, accelerator: Any = None, desc: str = "eval") -> dict[str, Any]:
+    """mIoU, per-class IoU, aAcc and mAcc of ``net`` over ``loader`` (``pad_collate`` batches), at each
+    label's own size; confusion matrices are summed over every process."""
+    from tqdm.auto import tqdm
+
+    net.eval()
+    k, ignore = data.num_classes, data.ignore_index
+    cm = torch.zeros(k, k, dtype=torch.float64)
+    show = accelerator is None or accelerator.is_local_main_process
+    autocast = accelerator.autocast() if accelerator is not None else contextlib.nullcontext()
+    with torch.no_grad(), autocast:
+        for images, labels, sizes in tqdm(loader, desc=desc, leave=False, disable=not show):
+            if eval_mode == "slide":
+                logits = sliding_window_logits(net, images, k, crop_size)
+            else:
+                logits = whole_image_logits(net, images, net.output_stride)
+            per_sample = []
+            for i in range(images.shape[0]):
+                ih, iw, lh, lw = (int(v) for v in sizes[i])
+                li = logits[i:i + 1, :, :ih, :iw].float()
+                if (ih, iw) != (lh, lw):
+                    li = F.interpolate(li, size=(lh, lw), mode="bilinear", align_corners=False)
+                pred = li.argmax(1)[0]
+                per_sample.append(confusion_matrix(pred, labels[i, :lh, :lw], k, ignore).flatten())
+            per_sample = torch.stack(per_sample).double()
+            if accelerator is not None:
+                per_sample = accelerator.gather_for_metrics(per_sample)
+            cm += per_sample.sum(0).view(k, k).cpu()
+    return iou_from_confusion(cm, data.classes)
+
+
 def finetune_segmentation(cfg: SegmentationConfig) -> dict[str, Any]:
     """Validate inputs, train, evaluate mIoU, export ``<output_dir>/model``; returns the run summary."""
     from timm.data import resolve_model_data_config
@@ -141,30 +175,8 @@ def finetune_segmentation(cfg: SegmentationConfig) -> dict[str, Any]:
         return loss / (labels != ignore).sum().clamp_min(1)
 
     def evaluate() -> dict[str, Any]:
-        from tqdm.auto import tqdm
-
-        net = accelerator.unwrap_model(model)
-        net.eval()
-        k = data.num_classes
-        cm = torch.zeros(k, k, dtype=torch.float64)
-        with torch.no_grad(), accelerator.autocast():
-            for images, labels, sizes in tqdm(val_loader, desc="eval", leave=False,
-                                              disable=not accelerator.is_local_main_process):
-                if eval_mode == "slide":
-                    logits = sliding_window_logits(net, images, k, cfg.crop_size)
-                else:
-                    logits = whole_image_logits(net, images, net.output_stride)
-                per_sample = []
-                for i in range(images.shape[0]):
-                    ih, iw, lh, lw = (int(v) for v in sizes[i])
-                    li = logits[i:i + 1, :, :ih, :iw].float()
-                    if (ih, iw) != (lh, lw):
-                        li = F.interpolate(li, size=(lh, lw), mode="bilinear", align_corners=False)
-                    pred = li.argmax(1)[0]
-                    per_sample.append(confusion_matrix(pred, labels[i, :lh, :lw], k, ignore).flatten())
-                per_sample = accelerator.gather_for_metrics(torch.stack(per_sample).double())
-                cm += per_sample.sum(0).view(k, k).cpu()
-        metrics = iou_from_confusion(cm, data.classes)
+        metrics = evaluate_segmenter(accelerator.unwrap_model(model), val_loader, data, eval_mode, cfg.crop_size,
+                                     accelerator)
         metrics["samples"] = int(len(val))
         accelerator.print(f"eval: mIoU {metrics['mIoU']:.2f}  aAcc {metrics['aAcc']:.2f}  mAcc {metrics['mAcc']:.2f}")
         return metrics

@@ -108,9 +108,9 @@ def _flipped_taps(weight: Tensor) -> Tensor:
 def _gain_logits(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """``conv2d(x, weight, bias, padding=1)`` for FBM's few (1-4) gain maps: one GEMM, then ``F.fold``.
 
-    oneDNN runs a 3x3 convolution with three output channels at 5-25 GFLOP/s here. The ``(M*9, I)``
+    oneDNN runs a 3x3 convolution with so few output channels far below its GEMM speed. The ``(M*9, I)``
     GEMM over the map gives every tap's contribution, and ``fold`` (col2im) sums the shifted taps:
-    2-4x faster at ResNet-50's shapes. Its backward is the same two steps transposed (``unfold``).
+    faster at ResNet-50's shapes. Its backward is the same two steps transposed (``unfold``).
     """
     taps = torch.matmul(_flipped_taps(weight).to(x.dtype), x.flatten(2))        # (B, M*9, H*W)
     logits = F.fold(taps, tuple(x.shape[-2:]), 3, padding=1)

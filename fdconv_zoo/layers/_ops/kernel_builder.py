@@ -32,8 +32,8 @@ def _gain_map(gains: Tensor, group_ids: Tensor, scale: float) -> Tensor:
 
     Complex, so that multiplying the complex spectrum by it converts no kernel-sized map (torch would
     make a complex copy of a real one inside the product). One sample (as large layers run): a 1-D
-    ``index_select``, 2.2x faster than gathering along dim 1, and faster again with int32 ids (half
-    the index bytes to read). A batch: ``gather`` with an expanded int64 index, 1.7x faster there.
+    ``index_select``, faster than gathering along dim 1, and faster again with int32 ids (half the
+    index bytes to read). A batch: ``gather`` with an expanded int64 index, the faster one there.
     """
     ids = group_ids.view(-1)
     scaled = (gains * scale).to(torch.promote_types(gains.dtype, torch.complex64))
@@ -55,9 +55,9 @@ def _transposed(x: Tensor) -> Tensor:
     A transpose copy writes destination rows and reads source columns: one cache line per source row,
     at a stride of ``x.shape[-1]`` entries. After a rows-long FFT that stride is a multiple of 4 KiB,
     so the lines of a long column compete for a few cache sets and are fetched again for each
-    destination row. Copying ~1 MiB bands of source rows keeps them cached: at ResNet-50's layer4 3x3
-    (769 x 1536 complex) 0.96 ms instead of 2.8-2.9 ms, and 0.47 instead of 1.2 ms at 1025 x 512.
-    A CPU measure: on an accelerator each band would be one more kernel launch, for no measured gain.
+    destination row. Copying ~1 MiB bands of source rows keeps them cached, about three times faster
+    at ResNet-50's layer4 shapes. A CPU measure: on an accelerator each band would be one more kernel
+    launch, for no gain.
     """
     rows, cols = x.shape[-2:]
     row_bytes = cols * x.element_size()
@@ -73,7 +73,7 @@ def _transposed(x: Tensor) -> Tensor:
 def _rows_transform(spectrum: Tensor, inverse: bool) -> Tensor:
     """The complex FFT over the rows (dim -2) of ``(B, rows, half)``, result in the same layout.
 
-    torch runs an FFT along a strided axis 3-5x slower than along the contiguous one, and a
+    torch runs an FFT along a strided axis several times slower than along the contiguous one, and a
     transpose copy of a complex tensor is cheap (about one pass), so: transpose, FFT, transpose
     back. Everything else in the kernel build and its backward stays contiguous in the
     parameter's own layout.
@@ -127,8 +127,8 @@ def matrix_times_batch(matrix: Tensor, batch: Tensor) -> Tensor:
 
     Not ``torch.matmul``: when the 2-D operand requires grad (any parameter, even under no_grad or
     inference_mode), matmul folds the batch into one GEMM of the transposed problem and copies the
-    result back to row-major. For the KSM local logits that copy is kernel-sized: 5.2 ms against
-    a 0.26 ms GEMM at 1536 x 1536, one sample.
+    result back to row-major. For the KSM local logits that copy is kernel-sized and costs many times the
+    GEMM itself.
     """
     return torch.bmm(matrix.expand(batch.shape[0], -1, -1), batch)
 
@@ -137,7 +137,7 @@ def _local_gate(local_weight: Tensor, windows: Tensor, out_channels: int, k: int
     """``sigmoid`` of the KSM local logits, contiguous in the M layout ``(B, O*k, I*k)``.
 
     One GEMM against block-diagonal windows writes the logits straight in kernel order: a
-    rank-``ks`` GEMM in channel order plus a transposed view was 3-5x slower here, and every
+    rank-``ks`` GEMM in channel order plus a transposed view was several times slower, and every
     elementwise pass over the transposed gate paid for the strides again.
     """
     return matrix_times_batch(_block_weight(local_weight, out_channels, k), _block_windows(windows, k)).sigmoid_()
@@ -146,11 +146,11 @@ def _local_gate(local_weight: Tensor, windows: Tensor, out_channels: int, k: int
 def _group_sums(per_bin: Tensor, ids: Tensor, num_groups: int) -> Tensor:
     """``(B, bins)`` summed over each frequency group, ``(B, num_groups)``: the gains' gradient.
 
-    One sample on the CPU (large layers): ``bincount`` reads int32 ids as they are. With cold caches at
-    1.18 M bins it takes 1.8 ms, against 2.4 ms for ``index_add_`` with int64 ids and 3.1 ms converting
-    the int32 ids first. ``index_add_`` with int32 ids is ~60x slower, so a batch converts the ids; so
-    does an accelerator, where ``bincount`` is not deterministic, and ``torch.compile``, whose weighted
-    ``bincount`` gave wrong sums here (torch 2.15; the compiled-vs-eager test with per-sample chunks).
+    One sample on the CPU (large layers): ``bincount`` reads int32 ids as they are, faster than
+    ``index_add_`` with int64 ids or than converting the ids first. ``index_add_`` with int32 ids is far
+    slower, so a batch converts the ids; so does an accelerator, where ``bincount`` is not deterministic,
+    and ``torch.compile``, whose weighted ``bincount`` gave wrong sums (torch 2.15; the compiled-vs-eager
+    test with per-sample chunks).
     """
     if per_bin.shape[0] == 1 and per_bin.device.type == "cpu" and not torch.compiler.is_compiling():
         return torch.bincount(ids, weights=per_bin[0], minlength=num_groups).unsqueeze(0)

@@ -8,7 +8,7 @@ One Function, for two things plain autograd does badly here:
   which their producers keep anyway. Backward rebuilds the product, one pass over the smaller operand.
 - **Layout.** ``bmm(tokens, K.transpose(1, 2))`` returns the kernel gradient as the transpose of a
   contiguous ``(B, I, O)`` product: strides ``(O*I, 1, O)``. Every later pass of the kernel builder
-  runs along the kernel's last axis and ran 3-7x slower on that layout. Here the kernel gradient is
+  runs along the kernel's last axis and ran several times slower on that layout. Here the kernel gradient is
   ``grad^T @ tokens``, which comes out contiguous in the kernel's own layout.
 """
 
