@@ -48,6 +48,7 @@ def test_two_process_run_on_generated_set(tiny_folder: Path, tmp_path: Path):
     assert model(torch.randn(1, 3, 48, 64)).shape == (1, 3, 48, 64)
 
 
+@pytest.mark.slow
 def test_two_process_interrupted_run_resumes_to_identical_parameters(tiny_folder: Path, tmp_path: Path):
     """Uninterrupted 4 steps == crash after step 4's compute + resume from the step-3 checkpoint (mid-epoch)."""
     full, broken = tmp_path / "full", tmp_path / "broken"
@@ -65,6 +66,7 @@ def test_two_process_interrupted_run_resumes_to_identical_parameters(tiny_folder
         json.loads((broken / "metrics.json").read_text())["final"]["mIoU"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "camvid_small").is_dir(), reason=f"{SHARED_DATA}/camvid_small is absent")
 def test_two_process_run_on_camvid_small(tmp_path: Path):
     out = tmp_path / "out"

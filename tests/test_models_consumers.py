@@ -103,8 +103,9 @@ def test_transformers_detr_over_an_fdconv_backbone_trains_infers_and_loads_our_w
         assert detr(pixel_values=x[:1]).logits.shape == (1, 10, 4)
 
 
-def test_transformers_mask2former_over_an_fdconv_backbone_trains() -> None:
+def test_transformers_mask2former_over_an_fdconv_backbone_trains_and_loads_our_weights(tmp_path) -> None:
     transformers = pytest.importorskip("transformers")
+    from fdconv_zoo.hub import save_for_hub
 
     torch.manual_seed(0)
     backbone = transformers.TimmBackboneConfig(backbone="resnet18_fdconv", out_indices=(1, 2, 3, 4),
@@ -115,6 +116,12 @@ def test_transformers_mask2former_over_an_fdconv_backbone_trains() -> None:
                                             num_attention_heads=2)
     model = transformers.Mask2FormerForUniversalSegmentation(config).train()
     assert any(isinstance(m, FDConv2d) for m in model.modules())
+    save_for_hub(randomize_norms_(timm.create_model("resnet18_fdconv.a1_in1k")), tmp_path / "export")
+    ours = timm.create_model(f"local-dir:{tmp_path / 'export'}", pretrained=True, features_only=True,
+                             out_indices=(1, 2, 3, 4))
+    body = model.model.pixel_level_module.encoder._backbone
+    body.load_state_dict(ours.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(body.state_dict().values(), ours.state_dict().values(), strict=True))
     out = model(pixel_values=torch.randn(2, 3, 96, 96), mask_labels=[torch.zeros(1, 96, 96)] * 2,
                 class_labels=[torch.tensor([1])] * 2)
     out.loss.backward()

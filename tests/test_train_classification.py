@@ -23,6 +23,7 @@ def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
                              val_per_class=2)
 
 
+@pytest.mark.slow
 def test_two_process_interrupted_run_resumes_to_identical_parameters(tiny_folder: Path, tmp_path: Path):
     """Uninterrupted 5 steps == crash after step 4 + resume from the step-3 checkpoint (mid-epoch, mixup on)."""
     common = [*TINY, "--data-dir", str(tiny_folder), "--max-steps", "5", "--checkpoint-every", "3"]
@@ -56,6 +57,7 @@ def test_two_process_interrupted_run_resumes_to_identical_parameters(tiny_folder
     assert losses_full[3:] == losses_resumed[-2:]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "caltech101_10").is_dir(), reason=f"{SHARED_DATA}/caltech101_10 is absent")
 def test_two_process_run_on_caltech101_10(tmp_path: Path):
     out = tmp_path / "out"

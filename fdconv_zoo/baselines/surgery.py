@@ -9,7 +9,6 @@ layer's docstring).
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from torch import nn
 
 from ..layers.condconv import CondConv2d, CondLinear
-from ..layers.conversion import ConversionReport, replace_layers
+from ..layers.conversion import ConversionReport, matches_any, replace_layers
 from ..layers.dyconv import DyConv2d
 from ..layers.dynamic_base import DynamicConv2dBase
 from ..layers.dynamic_schedules import anneal_dynamic_layers, dynamic_layers
@@ -47,7 +46,7 @@ def dynamic_skip_reason(module: nn.Module, method: str, *, strided_only: Iterabl
         return f"padding_mode={module.padding_mode!r}"
     if isinstance(module.padding, str):
         return f"string padding {module.padding!r}"
-    if any(fnmatch.fnmatchcase(name, p) for p in strided_only) and tuple(module.stride) == (1, 1):
+    if matches_any(name, strided_only) and tuple(module.stride) == (1, 1):
         return "stride 1 (only strided layers of this kind are converted)"
     return None
 

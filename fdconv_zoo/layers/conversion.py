@@ -67,7 +67,8 @@ def fd_skip_reason(module: nn.Module, *, min_channels: int = 16,
     return None
 
 
-def _matches(name: str, patterns: Iterable[str] | None) -> bool:
+def matches_any(name: str, patterns: Iterable[str] | None) -> bool:
+    """Whether a module name matches one of the glob ``patterns`` (``include``/``exclude`` placement)."""
     return any(fnmatch.fnmatchcase(name, p) for p in patterns or ())
 
 
@@ -88,10 +89,10 @@ def replace_layers(model: nn.Module, make: Callable[[str, nn.Module], nn.Module]
     for name, module in list(model.named_modules()):
         if type(module) not in types or not name:
             continue
-        if include is not None and not _matches(name, include):
+        if include is not None and not matches_any(name, include):
             report.skipped[name] = "not matched by include"
             continue
-        if _matches(name, exclude):
+        if matches_any(name, exclude):
             report.skipped[name] = "matched by exclude"
             continue
         reason = skip_reason(module)

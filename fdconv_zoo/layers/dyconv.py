@@ -15,11 +15,11 @@ from .dynamic_base import (
     DynamicConv2dBase,
     check_positive_int,
     check_temperature,
-    hidden_channels,
     init_kernels_,
     mix_kernels,
     zero_sum_perturbation,
 )
+from .layer_args import hidden_channels
 
 __all__ = ["DyConv2d", "set_temperature", "annealed_temperature"]
 

@@ -15,6 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .layer_args import pair
+from .pooled_norm import PooledBatchNorm2d
+
 __all__ = ["DynamicConv2dBase", "SqueezeMLP", "conv_args", "init_kernels_", "mix_kernels", "per_sample_conv2d",
            "zero_sum_perturbation"]
 
@@ -35,12 +38,6 @@ def init_kernels_(weight: Tensor, init: str = "uniform") -> None:
         else:
             nn.init.kaiming_uniform_(w, a=5 ** 0.5)
 
-
-def _pair(value, name: str, owner: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v >= 0 for v in pair):
-        raise ValueError(f"{owner}: {name} must be a non-negative int or a pair of them, got {value!r}")
-    return pair
 
 
 def conv_args(conv: nn.Conv2d) -> dict:
@@ -99,31 +96,21 @@ def per_sample_conv2d(x: Tensor, kernels: Tensor, bias: Tensor | None, stride, p
 
 
 class SqueezeMLP(nn.Module):
-    """``relu(BN(W pooled))``: the hidden layer of ODConv's / KernelWarehouse's attention.
-
-    BatchNorm over pooled vectors has no batch statistics for a batch of one; training with
-    batch 1 then normalises with the running statistics instead of raising.
-    """
+    """``relu(BN(W pooled))``: the hidden layer of ODConv's / KernelWarehouse's attention (a batch of one trains
+    with the running statistics, see :class:`~fdconv_zoo.layers.pooled_norm.PooledBatchNorm2d`)."""
 
     def __init__(self, in_channels: int, hidden: int, *, norm: bool = True, device=None, dtype=None) -> None:
         super().__init__()
         self.fc = nn.Linear(in_channels, hidden, bias=not norm, device=device, dtype=dtype)
-        self.bn = nn.BatchNorm1d(hidden, device=device, dtype=dtype) if norm else None
+        self.bn = PooledBatchNorm2d(hidden, device=device, dtype=dtype) if norm else None
 
     def forward(self, pooled: Tensor) -> Tensor:
         h = self.fc(pooled)
-        bn = self.bn
-        if bn is not None:
-            if self.training and h.shape[0] > 1:
-                h = bn(h)
-            else:
-                h = F.batch_norm(h, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+        if self.bn is not None:
+            h = self.bn(h)
         return F.relu(h)
 
 
-def hidden_channels(in_channels: int, reduction: float, min_hidden: int) -> int:
-    """Width of an attention bottleneck: ``max(int(in_channels * reduction), min_hidden)``."""
-    return max(int(in_channels * reduction), min_hidden)
 
 
 def check_positive_int(owner: str, name: str, value: object) -> None:
@@ -178,12 +165,12 @@ class DynamicConv2dBase(nn.Module):
             raise ValueError(f"{owner}: string padding {padding!r} is not supported; pass explicit ints")
         self.in_channels = in_channels
         self.out_channels = out_channels
-        self.kernel_size = _pair(kernel_size, "kernel_size", owner)
+        self.kernel_size = pair(kernel_size, "kernel_size", owner)
         if min(self.kernel_size) < 1:
             raise ValueError(f"{owner}: kernel_size must be >= 1, got {kernel_size!r}")
-        self.stride = _pair(stride, "stride", owner)
-        self.padding = _pair(padding, "padding", owner)
-        self.dilation = _pair(dilation, "dilation", owner)
+        self.stride = pair(stride, "stride", owner)
+        self.padding = pair(padding, "padding", owner)
+        self.dilation = pair(dilation, "dilation", owner)
         self.groups = groups
         self.padding_mode = padding_mode
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None

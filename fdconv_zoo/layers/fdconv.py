@@ -14,19 +14,14 @@ from .fbm import DEFAULT_CUTOFFS, FrequencyBandModulation
 from .fd_base import DynamicKernel, FDKernelBase, KernelFactors, pooled_mean, skip_weight_init
 from .fd_reference import conv2d_per_sample, use_reference
 from .fdw import compute_dtype, real_dtype
+from .layer_args import pair
 
 __all__ = ["FDConv2d"]
 
 
-def _pair(value, name: str) -> tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
-        raise ValueError(f"FDConv2d: {name} must be an int or a pair of ints, got {value!r}")
-    return pair
-
 
 def _square_kernel(kernel_size) -> int:
-    kh, kw = _pair(kernel_size, "kernel_size")
+    kh, kw = pair(kernel_size, "kernel_size", "FDConv2d")
     if kh != kw or kh < 1:
         raise ValueError(
             f"FDConv2d supports square kernels only, got kernel_size={kernel_size!r}: FDW reshapes the "
@@ -67,8 +62,8 @@ class FDConv2d(FDKernelBase):
                          ksm_reduction=ksm_reduction, ksm_min_hidden=ksm_min_hidden,
                          recompute_kernel=recompute_kernel, reference=reference, device=device, dtype=dtype)
         self.kernel_size = (k, k)
-        self.stride = _pair(stride, "stride")
-        self.dilation = _pair(dilation, "dilation")
+        self.stride = pair(stride, "stride", "FDConv2d")
+        self.dilation = pair(dilation, "dilation", "FDConv2d")
         self.groups = 1
         self.padding_mode = padding_mode
         self.padding = padding
@@ -88,7 +83,7 @@ class FDConv2d(FDKernelBase):
             return (tw // 2, tw - tw // 2, th // 2, th - th // 2)
         if isinstance(padding, str):
             raise ValueError(f"FDConv2d: padding must be an int, a pair, 'same' or 'valid', got {padding!r}")
-        ph, pw = _pair(padding, "padding")
+        ph, pw = pair(padding, "padding", "FDConv2d")
         return (pw, pw, ph, ph)
 
     @classmethod

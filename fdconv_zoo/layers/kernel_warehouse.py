@@ -22,7 +22,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .dynamic_base import DynamicConv2dBase, SqueezeMLP, hidden_channels
+from .dynamic_base import DynamicConv2dBase, SqueezeMLP
+from .layer_args import hidden_channels
 
 __all__ = ["KWConv2d", "KernelWarehouse", "share_warehouse", "set_kw_tau", "kw_tau_schedule"]
 

@@ -16,13 +16,15 @@ from timm.models.metaformer import StarReLU
 from torch import Tensor, nn
 
 from ._ops.kernel_builder import matrix_times_batch
+from .layer_args import hidden_channels
+from .pooled_norm import PooledBatchNorm2d
 
 __all__ = ["KSMGlobal", "KSMLocal", "ksm_hidden_channels", "local_kernel_size"]
 
 
 def ksm_hidden_channels(in_channels: int, reduction: float = 0.0625, min_hidden: int = 16) -> int:
     """Width of the global branch: ``max(int(I * 0.0625), 16)``."""
-    return max(int(in_channels * reduction), min_hidden)
+    return hidden_channels(in_channels, reduction, min_hidden)
 
 
 def local_kernel_size(in_channels: int) -> int:
@@ -59,7 +61,7 @@ class KSMGlobal(nn.Module):
         self.kernel_num = kernel_num
         self.temperature = temperature
         self.fc = _conv1x1(in_channels, hidden, False, **dd)
-        self.bn = nn.BatchNorm2d(hidden, **dd)
+        self.bn = PooledBatchNorm2d(hidden, **dd)
         self.relu = StarReLU(**dd)
         self.channel_fc = _conv1x1(hidden, in_channels, True, **dd)
         self.filter_fc = _conv1x1(hidden, out_channels, True, **dd)
@@ -73,20 +75,12 @@ class KSMGlobal(nn.Module):
         return 2.0 * torch.sigmoid(_linear(h, weight, bias) / self.temperature)
 
     def _norm(self, h: Tensor) -> Tensor:
-        # BatchNorm over pooled vectors cannot use batch statistics of a single sample: a batch
-        # of one in training normalises with the running statistics instead of crashing.
         bn = self.bn
-        if not isinstance(bn, nn.BatchNorm2d):
-            # swapped for a frozen BatchNorm by a framework (transformers' DETR, timm's freeze_batch_norm_2d):
-            # the running statistics as that module applies them, in train and eval mode alike
-            return bn(h[:, :, None, None]).flatten(1).to(h.dtype)
-        mean, var = bn.running_mean, bn.running_var
-        assert mean is not None and var is not None, "KSM's BatchNorm keeps running statistics"
-        if self.training and h.shape[0] > 1:
-            # batch statistics, running statistics updated in their own dtype (a half model's BN runs in half)
-            return bn(h.to(mean.dtype)[:, :, None, None]).flatten(1).to(h.dtype)
-        return F.batch_norm(h, mean.to(h.dtype), var.to(h.dtype), bn.weight.to(h.dtype), bn.bias.to(h.dtype),
-                            False, 0.0, bn.eps)
+        if isinstance(bn, PooledBatchNorm2d):
+            return bn(h)
+        # swapped for a frozen BatchNorm by a framework (transformers' DETR, timm's freeze_batch_norm_2d):
+        # the running statistics as that module applies them, in train and eval mode alike
+        return bn(h[:, :, None, None]).flatten(1).to(h.dtype)
 
     def forward(self, pooled: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         """``pooled`` (B, I) -> channel (B, I), filter (B, O), spatial (B, k*k)|None, kernel (B, n)|None."""

@@ -18,12 +18,12 @@ from .dynamic_base import (
     SqueezeMLP,
     check_positive_int,
     check_temperature,
-    hidden_channels,
     init_kernels_,
     mix_kernels,
     per_sample_conv2d,
     zero_sum_perturbation,
 )
+from .layer_args import hidden_channels
 
 __all__ = ["ODConv2d"]
 

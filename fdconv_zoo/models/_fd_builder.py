@@ -12,7 +12,6 @@ timm's forward/intermediates code stay valid). Pretrained cfgs come in two kinds
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -22,7 +21,14 @@ from timm.models import build_model_with_cfg, get_pretrained_cfg
 from torch import Tensor, nn
 
 from ..errors import HubUnavailableError, hub_network_errors
-from ..layers.conversion import ConversionReport, convert_to_fdconv, fd_layers, fd_skip_reason, vanilla_to_fdconv
+from ..layers.conversion import (
+    ConversionReport,
+    convert_to_fdconv,
+    fd_layers,
+    fd_skip_reason,
+    matches_any,
+    vanilla_to_fdconv,
+)
 from ..layers.fdlinear import FDLinear
 from ..layers.ksm import ksm_hidden_channels
 from ._published import find_entry, trained_cfgs
@@ -101,8 +107,7 @@ def apply_fdconv(model: nn.Module, options: FDOptions) -> ConversionReport:
     include, exclude = options.include or None, options.exclude
 
     def placed(name: str) -> bool:
-        return ((include is None or any(fnmatch.fnmatchcase(name, p) for p in include))
-                and not any(fnmatch.fnmatchcase(name, p) for p in exclude))
+        return (include is None or matches_any(name, include)) and not matches_any(name, exclude)
 
     report = ConversionReport()
     for name, m in list(model.named_modules()):

@@ -106,7 +106,9 @@ def coco_metrics(annotation_file: str | Path, results: list[dict[str, Any]], cla
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    metrics: dict[str, Any] = {f"{iou_type}_{n}": float(v) * 100 for n, v in zip(names, evaluator.stats, strict=False)}
+    # COCOeval reports -1 where a split has no object of an area range
+    metrics: dict[str, Any] = {f"{iou_type}_{n}": float(v) * 100 if v >= 0 else float("nan")
+                               for n, v in zip(names, evaluator.stats, strict=False)}
     precision = evaluator.eval["precision"]                # (iou, recall, class, area, max dets)
     per_class = {}
     for k, name in enumerate(classes):
