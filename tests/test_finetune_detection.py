@@ -9,6 +9,7 @@ import pytest
 import torch
 from _training_helpers import SHARED_DATA, describe, launch, load_script, reset_accelerate, state_dict_of
 
+from fdconv_zoo import FDLinear
 from fdconv_zoo.training.toydata import make_detection_folder
 
 pytest.importorskip("pycocotools")
@@ -135,3 +136,22 @@ def test_few_steps_on_camvid_det(tmp_path: Path, capsys):
     final = json.loads((out / "metrics.json").read_text())["final"]
     assert set(final["bbox_per_class_AP"]) == {"car", "pedestrian", "bicyclist", "sign"} and final["images"] == 4
     assert "bicyclist" in log.out
+
+
+@pytest.mark.parametrize("backbone", ["convnext_tiny_fdconv", "swin_tiny_patch4_window7_224_fdconv"])
+def test_the_detector_takes_every_family(backbone: str):
+    """ConvNeXt and Swin (built with a dynamic input size) under Faster R-CNN: a training step and a prediction."""
+    from fdconv_zoo.training.det_model import create_detection_model
+
+    torch.manual_seed(0)
+    model = create_detection_model(backbone, num_classes=2, min_size=96, max_size=128, fpn_channels=32,
+                                   fd_kernel_num=4)
+    images = [torch.rand(3, 96, 128), torch.rand(3, 100, 120)]
+    targets = [{"boxes": torch.tensor([[4.0, 6.0, 40.0, 50.0]]), "labels": torch.tensor([1])}] * 2
+    loss = sum(model.train()(images, targets).values())
+    loss.backward()
+    fd_layers = [m for m in model.backbone.body.modules() if isinstance(m, FDLinear)]
+    assert torch.isfinite(loss) and fd_layers and all(m.dft_weight.grad is not None for m in fd_layers)
+    with torch.no_grad():
+        (pred,) = model.eval()(images[:1])
+    assert pred["boxes"].shape[1] == 4

@@ -51,7 +51,7 @@ def create_detection_model(backbone: str, num_classes: int, *, masks: bool = Fal
                                   pretrained=pretrained, feature_cls="getter", **kwargs)
     if fixed:
         raise InputError(f"{backbone} takes a fixed input size only; the detector resizes images freely. Use a "
-                         "backbone with dynamic input size (ResNet, ConvNeXt)")
+                         "backbone with a dynamic input size (ResNet, ConvNeXt, Swin)")
     data = resolve_model_data_config(body)
     detector = MaskRCNN if masks else FasterRCNN
     return detector(FeaturePyramidBackbone(body, fpn_channels), num_classes=num_classes + 1, min_size=min_size,
