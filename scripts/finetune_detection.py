@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fdconv_zoo.training.cli_args import add_optimisation_args, add_run_args, add_weights_args
+from fdconv_zoo.training.cli_args import add_loader_args, add_optimisation_args, add_run_args, add_weights_args
 from fdconv_zoo.training.detection import DetectionConfig, finetune_detection
 from fdconv_zoo.training.errors import run_cli
 
@@ -39,8 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dataset", default=None, help=argparse.SUPPRESS)   # Hub sets: not yet, refused clearly
     g.add_argument("--train-split", default=d.train_split)
     g.add_argument("--val-split", default=None, help="default: val")
-    g.add_argument("--max-val-samples", type=int, default=None, help="evaluate on the first N val images only")
-    g.add_argument("--num-workers", type=int, default=d.num_workers, help="DataLoader workers per process")
+    add_loader_args(g, d)
     g = p.add_argument_group("optimisation")
     add_optimisation_args(g, d)
     g.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)

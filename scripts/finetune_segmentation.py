@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from fdconv_zoo.training.cli_args import add_optimisation_args, add_run_args, add_weights_args
+from fdconv_zoo.training.cli_args import add_loader_args, add_optimisation_args, add_run_args, add_weights_args
 from fdconv_zoo.training.errors import run_cli
 from fdconv_zoo.training.segmentation import SegmentationConfig, finetune_segmentation
 
@@ -52,8 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--base-size", type=int, default=None, help="rescale the shorter side to this before scaling")
     g.add_argument("--scale-range", type=float, nargs=2, default=list(d.scale_range), metavar=("MIN", "MAX"))
     g.add_argument("--eval-mode", choices=["whole", "slide"], default=d.eval_mode)
-    g.add_argument("--max-val-samples", type=int, default=None, help="evaluate on the first N val images only")
-    g.add_argument("--num-workers", type=int, default=d.num_workers, help="DataLoader workers per process")
+    add_loader_args(g, d)
     g = p.add_argument_group("optimisation")
     add_optimisation_args(g, d)
     g.add_argument("--eval-batch-size", type=int, default=d.eval_batch_size)

@@ -18,7 +18,7 @@ import argparse
 import sys
 
 from fdconv_zoo.training.classification import ClassificationConfig, train_classification
-from fdconv_zoo.training.cli_args import add_optimisation_args, add_run_args, add_weights_args
+from fdconv_zoo.training.cli_args import add_loader_args, add_optimisation_args, add_run_args, add_weights_args
 from fdconv_zoo.training.errors import run_cli
 
 
@@ -40,8 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--label-column", default=None)
     g.add_argument("--num-classes", type=int, default=None, help="checked against the data; needed if it has no names")
     g.add_argument("--image-size", type=int, default=None, help="train/eval resolution (default: the model's)")
-    g.add_argument("--max-val-samples", type=int, default=None, help="evaluate on the first N val images only")
-    g.add_argument("--num-workers", type=int, default=d.num_workers, help="DataLoader workers per process")
+    add_loader_args(g, d)
     g = p.add_argument_group("optimisation")
     add_optimisation_args(g, d)
     g.add_argument("--eval-batch-size", type=int, default=None)

@@ -82,3 +82,14 @@ def test_predict_writes_labels_or_drawings(trained, tmp_path: Path, capsys):
 def test_bad_export_folder_and_image_give_one_error_line(tmp_path: Path, capsys):
     assert cli_main(["evaluate", "--export", str(tmp_path), "--data-dir", str(tmp_path)]) == 2
     assert "not an export folder" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_a_split_with_other_classes(trained, tmp_path: Path, capsys):
+    kind, _, export = trained
+    if kind == "segmentation":
+        pytest.skip("segmentation splits are read with the export's own class count")
+    other = (make_image_folder(tmp_path / "other", num_classes=4) if kind == "classification"
+             else make_detection_folder(tmp_path / "other", num_classes=3, train_images=2, val_images=1))
+    assert cli_main(["evaluate", "--export", str(export), "--data-dir", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert "the export was trained on" in err and err.startswith("error:")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["add_optimisation_args", "add_run_args", "add_weights_args"]
+__all__ = ["add_loader_args", "add_optimisation_args", "add_run_args", "add_weights_args"]
 
 
 def add_weights_args(group: Any) -> None:
@@ -17,6 +17,12 @@ def add_weights_args(group: Any) -> None:
                             "a tag of this model (e.g. resnet50_fdconv.a1_in1k) or a timm/Hub tag of its vanilla twin "
                             "(function preserving)")
     group.add_argument("--pretrained", action="store_true", help="load the model's default pretrained weights (Hub)")
+
+
+def add_loader_args(group: Any, defaults: Any) -> None:
+    """How much of the validation split is read, and by how many loader workers."""
+    group.add_argument("--max-val-samples", type=int, default=None, help="evaluate on the first N val images only")
+    group.add_argument("--num-workers", type=int, default=defaults.num_workers, help="DataLoader workers per process")
 
 
 def add_optimisation_args(group: Any, defaults: Any) -> None:

@@ -22,7 +22,7 @@ from torch import Tensor
 from .errors import InputError
 
 __all__ = ["DetectionRecords", "DetectionData", "load_coco_detection", "DetTrainTransform", "DetEvalTransform",
-           "detection_collate"]
+           "detection_collate", "image_tensor"]
 
 #: a box edge may overshoot its image by this many pixels (rounding in the tools that write COCO files)
 _EDGE_TOLERANCE = 1.0
@@ -168,12 +168,17 @@ def _target(record: Mapping[str, Any], with_masks: bool) -> dict[str, Tensor]:
     return target
 
 
+def image_tensor(image: Any) -> Tensor:
+    """A PIL image as the ``(3, H, W)`` float tensor in [0, 1] that torchvision's detectors take."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
 def _image(record: Mapping[str, Any]) -> Tensor:
     from PIL import Image
 
     with Image.open(record["file"]) as img:
-        array = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+        return image_tensor(img)
 
 
 class DetTrainTransform:

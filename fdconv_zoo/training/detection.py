@@ -20,7 +20,7 @@ from .data import KeyedDataset, ResumableSampler
 from .det_model import create_detection_model
 from .errors import InputError
 from .loop import LoopSettings, fit, make_loader, tracker_config
-from .modeling import vanilla_twin
+from .modeling import export_weights_and_config, vanilla_twin
 from .optim import build_optimizer, cosine_schedule
 from .run_setup import RunConfig, check_common_flags, start_run
 
@@ -59,26 +59,20 @@ def _check_config(cfg: DetectionConfig) -> None:
                          "pip install 'fdconv_zoo[detection]'") from None
 
 
-def _coco_results(outputs: list[dict[str, torch.Tensor]], image_ids: list[int], category_ids: list[int],
+def _coco_results(out: dict[str, torch.Tensor], image_id: int, category_ids: list[int],
                   masks: bool) -> list[dict[str, Any]]:
-    """torchvision's per-image outputs as COCO result records (``bbox`` as x, y, w, h; masks as RLE)."""
+    """One image's torchvision output as COCO result records (``bbox`` as x, y, w, h; masks as RLE)."""
     from pycocotools import mask as mask_utils
 
+    boxes = out["boxes"].float().cpu()
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).tolist()
     records = []
-    for out, image_id in zip(outputs, image_ids, strict=True):
-        boxes = out["boxes"].float().cpu()
-        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1).tolist()
-        rles = []
+    for i, (box, score, label) in enumerate(zip(xywh, out["scores"].tolist(), out["labels"].tolist(), strict=True)):
+        record = {"image_id": image_id, "category_id": category_ids[label - 1], "bbox": box, "score": score}
         if masks:
-            binary = (out["masks"][:, 0] > 0.5).cpu().numpy().astype("uint8")
-            rles = [mask_utils.encode(binary[i].copy(order="F")) for i in range(binary.shape[0])]
-        for i, (box, score, label) in enumerate(zip(xywh, out["scores"].tolist(), out["labels"].tolist(),
-                                                    strict=True)):
-            record = {"image_id": image_id, "category_id": category_ids[label - 1], "bbox": box, "score": score}
-            if masks:
-                rle = rles[i]
-                record["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
-            records.append(record)
+            rle = mask_utils.encode((out["masks"][i, 0] > 0.5).cpu().numpy().astype("uint8").copy(order="F"))
+            record["segmentation"] = {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+        records.append(record)
     return records
 
 
@@ -141,7 +135,7 @@ def evaluate_detector(net: nn.Module, loader: Any, data: DetectionData, masks: b
             outputs = net(images)
             for out, target in zip(outputs, targets, strict=True):
                 image_id = int(target["image_id"])
-                per_image.append((image_id, _coco_results([out], [image_id], data.category_ids, masks)))
+                per_image.append((image_id, _coco_results(out, image_id, data.category_ids, masks)))
     if accelerator is not None and accelerator.num_processes > 1:
         from accelerate.utils import gather_object
 
@@ -229,7 +223,8 @@ def finetune_detection(cfg: DetectionConfig) -> dict[str, Any]:
             "max_size": cfg.max_size, "fpn_channels": cfg.fpn_channels,
             "metrics": {k: v for k, v in final.items() if k.endswith(("mAP", "mAP_50", "mAP_75"))},
         }
-        export_dir = _export(accelerator.unwrap_model(model), output_dir / "model", config)
+        export_dir = export_weights_and_config(accelerator.unwrap_model(model), output_dir / "model", config,
+                                              card=_card(config))
         summary = {k: v for k, v in result.items() if k != "history"}
         summary.update(model=model_name, export_dir=str(export_dir), processes=nproc, batch_size=cfg.batch_size)
         (output_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
@@ -247,18 +242,6 @@ def _card(config: dict[str, Any]) -> str:
             f"{', '.join(config['classes'])}.\n\nReload with "
             "`fdconv_zoo.training.detection.load_detection_export(folder)`.\n\n"
             f"| metric (val) | value |\n|---|---:|\n{metrics}\n")
-
-
-def _export(model: nn.Module, folder: Path, config: dict[str, Any]) -> Path:
-    """``model.safetensors`` + ``config.json`` + ``README.md``, moved into ``folder`` once all are complete."""
-    from fdconv_zoo.checkpoints import save_safetensors
-    from fdconv_zoo.checkpoints.atomic_io import staged_folder
-
-    with staged_folder(folder) as staging:
-        save_safetensors(model.state_dict(), staging / "model.safetensors", metadata={"format": "pt"})
-        (staging / "config.json").write_text(json.dumps(config, indent=2, default=float))
-        (staging / "README.md").write_text(_card(config))
-    return folder
 
 
 def load_detection_export(folder: str | Path) -> nn.Module:

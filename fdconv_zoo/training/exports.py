@@ -67,8 +67,9 @@ def _classification_metrics(export: Export, data_dir: str, split: str, batch_siz
     from .transforms import ClassificationSample
 
     data = load_image_folder(data_dir, train_split=split, val_split=split)
-    if data.classes != export.classes and not all(c.startswith("class_") for c in export.classes):
-        raise InputError(f"{data_dir}/{split} has classes {data.classes}, the export was trained on {export.classes}")
+    trained_on = export.config.get("label_names")
+    if trained_on and list(trained_on) != data.classes:
+        raise InputError(f"{data_dir}/{split} has classes {data.classes}, the export was trained on {trained_on}")
     split_data = data.val if max_samples is None else data.val.select(range(min(len(data.val), max_samples)))
     transform = create_transform(**resolve_model_data_config(export.model), is_training=False)
     loader = make_loader(KeyedDataset(split_data, ClassificationSample(transform, data.num_classes)),
@@ -147,12 +148,6 @@ def _colour(index: int) -> tuple[int, int, int]:
     return _COLOURS[index % len(_COLOURS)]
 
 
-def _tensor(image: Any) -> torch.Tensor:
-    import numpy as np
-
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
-
-
 def _predict_classification(export: Export, image: Any) -> tuple[dict[str, Any], Any]:
     from timm.data import create_transform, resolve_model_data_config
 
@@ -169,10 +164,10 @@ def _predict_segmentation(export: Export, image: Any) -> tuple[dict[str, Any], A
     from PIL import Image
 
     from .seg_head import whole_image_logits
+    from .transforms import normalize_image
 
-    cfg = export.config
-    mean, std = torch.tensor(cfg["mean"])[:, None, None], torch.tensor(cfg["std"])[:, None, None]
-    x = ((_tensor(image) - mean) / std)[None]
+    pixels = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+    x = normalize_image(pixels, export.config["mean"], export.config["std"])[None]
     with torch.no_grad():
         pred = whole_image_logits(export.model, x, export.model.output_stride).argmax(1)[0].numpy()
     palette = np.array([_colour(i) for i in range(len(export.classes))], dtype=np.uint8)
@@ -186,8 +181,10 @@ def _predict_detection(export: Export, image: Any, score_threshold: float) -> tu
     import numpy as np
     from PIL import Image, ImageDraw
 
+    from .coco_data import image_tensor
+
     with torch.no_grad():
-        (out,) = export.model([_tensor(image)])
+        (out,) = export.model([image_tensor(image)])
     keep = out["scores"] >= score_threshold
     drawn = image.copy()
     if "masks" in out and keep.any():

@@ -13,7 +13,8 @@ from torch import nn
 
 from .errors import InputError
 
-__all__ = ["check_model_name", "create_model", "export_model", "parse_model_kwargs", "vanilla_twin"]
+__all__ = ["check_model_name", "create_model", "export_model", "export_weights_and_config", "parse_model_kwargs",
+           "vanilla_twin"]
 
 _PREFIXES = ("hf-hub:", "local-dir:", "hf_hub:")
 
@@ -189,4 +190,21 @@ def export_model(model: nn.Module, folder: str | Path, *, model_args: Mapping[st
         save_for_hf(model, staging, model_config=model_config,
                     model_args=dict(model_args or {}), safe_serialization=True,
                     data_config=dict(data_config) if data_config else None)
+    return Path(folder)
+
+
+def export_weights_and_config(model: nn.Module, folder: str | Path, config: Mapping[str, Any], *,
+                              card: str | None = None) -> Path:
+    """``model.safetensors`` + ``config.json`` (+ ``README.md`` with ``card``) for the dense-prediction models,
+    which are not timm models; moved into ``folder`` only once every file is complete."""
+    import json
+
+    from fdconv_zoo.checkpoints import save_safetensors
+    from fdconv_zoo.checkpoints.atomic_io import staged_folder
+
+    with staged_folder(folder) as staging:
+        save_safetensors(model.state_dict(), staging / "model.safetensors", metadata={"format": "pt"})
+        (staging / "config.json").write_text(json.dumps(dict(config), indent=2, default=float))
+        if card is not None:
+            (staging / "README.md").write_text(card)
     return Path(folder)

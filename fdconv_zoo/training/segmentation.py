@@ -21,7 +21,7 @@ from .data import KeyedDataset, ResumableSampler, SegmentationData, load_hub_seg
 from .errors import InputError
 from .loop import LoopSettings, fit, make_loader, tracker_config
 from .metrics import confusion_matrix, iou_from_confusion
-from .modeling import vanilla_twin
+from .modeling import export_weights_and_config, vanilla_twin
 from .optim import build_optimizer, cosine_schedule
 from .run_setup import RunConfig, check_common_flags, start_run
 from .seg_head import SegmentationModel, create_segmentation_model, sliding_window_logits, whole_image_logits
@@ -211,7 +211,7 @@ def finetune_segmentation(cfg: SegmentationConfig) -> dict[str, Any]:
             "ignore_index": ignore, "reduce_labels": data.reduce_labels, "mean": list(mean), "std": list(std),
             "crop_size": cfg.crop_size, "eval_mode": eval_mode, "metrics": {"mIoU": final["mIoU"]},
         }
-        export_dir = _export(accelerator.unwrap_model(model), output_dir / "model", config)
+        export_dir = export_weights_and_config(accelerator.unwrap_model(model), output_dir / "model", config)
         summary = {k: v for k, v in result.items() if k != "history"}
         summary.update(model=model_name, export_dir=str(export_dir), processes=nproc, batch_size=cfg.batch_size,
                        crop_size=cfg.crop_size)
@@ -220,17 +220,6 @@ def finetune_segmentation(cfg: SegmentationConfig) -> dict[str, Any]:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return result
-
-
-def _export(model: nn.Module, folder: Path, config: dict[str, Any]) -> Path:
-    """``model.safetensors`` + ``config.json``, moved into ``folder`` only once both are complete."""
-    from fdconv_zoo.checkpoints import save_safetensors
-    from fdconv_zoo.checkpoints.atomic_io import staged_folder
-
-    with staged_folder(folder) as staging:
-        save_safetensors(model.state_dict(), staging / "model.safetensors", metadata={"format": "pt"})
-        (staging / "config.json").write_text(json.dumps(config, indent=2, default=float))
-    return folder
 
 
 def load_segmentation_export(folder: str | Path) -> SegmentationModel:

@@ -83,7 +83,8 @@ def _to_tensors(image: Any, label: Any, lut: np.ndarray | None) -> tuple[Tensor,
     return img, torch.from_numpy(lab)
 
 
-def _normalize(img: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+def normalize_image(img: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
+    """A ``(3, H, W)`` uint8 image as float32, normalised with ``mean`` and ``std`` given for [0, 1] values."""
     m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1) * 255.0
     s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1) * 255.0
     return (img.float() - m) / s
@@ -117,7 +118,7 @@ class SegTrainTransform:
         if self.base_size:
             scale *= self.base_size / min(h, w)
         nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
-        x = _normalize(img, self.mean, self.std)[None]
+        x = normalize_image(img, self.mean, self.std)[None]
         x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False, antialias=scale < 1)[0]
         y = F.interpolate(lab[None, None].float(), size=(nh, nw), mode="nearest")[0, 0].long()
         ch, cw = self.crop
@@ -146,7 +147,7 @@ class SegEvalTransform:
 
     def __call__(self, sample: Mapping[str, Any]) -> tuple[Tensor, Tensor]:
         img, lab = _to_tensors(sample[self.image_column], sample[self.label_column], self.lut)
-        x = _normalize(img, self.mean, self.std)
+        x = normalize_image(img, self.mean, self.std)
         if self.base_size and min(x.shape[1:]) != self.base_size:  # labels stay at full resolution
             s = self.base_size / min(x.shape[1:])
             size = (round(x.shape[1] * s), round(x.shape[2] * s))
