@@ -193,10 +193,8 @@ def train_classification(cfg: ClassificationConfig) -> dict[str, Any]:
         return metrics
 
     eval_every = per_epoch if cfg.eval_every is None else cfg.eval_every
-    settings = LoopSettings(output_dir=output_dir, max_steps=total, steps_per_epoch=per_epoch,
-                            grad_accum=cfg.grad_accum, clip_grad=cfg.clip_grad, checkpoint_every=cfg.checkpoint_every,
-                            keep_checkpoints=cfg.keep_checkpoints, eval_every=eval_every, log_every=cfg.log_every,
-                            desc=f"train {cfg.model}", crash_at_step=cfg.crash_at_step)
+    settings = LoopSettings.for_run(cfg, output_dir, max_steps=total, steps_per_epoch=per_epoch,
+                                    eval_every=eval_every, desc=f"train {cfg.model}")
     accelerator.init_trackers("train_classification", config=tracker_config(asdict(cfg)))
     n_params = sum(p.numel() for p in accelerator.unwrap_model(model).parameters())
     accelerator.print(

@@ -193,10 +193,8 @@ def finetune_detection(cfg: DetectionConfig) -> dict[str, Any]:
         accelerator.print(line + (f"  segm mAP {metrics['segm_mAP']:.2f}" if cfg.masks else ""))
         return metrics
 
-    settings = LoopSettings(output_dir=output_dir, max_steps=total, steps_per_epoch=per_epoch,
-                            grad_accum=cfg.grad_accum, clip_grad=cfg.clip_grad, checkpoint_every=cfg.checkpoint_every,
-                            keep_checkpoints=cfg.keep_checkpoints, eval_every=cfg.eval_every or 0,
-                            log_every=cfg.log_every, desc=f"finetune {model_name}", crash_at_step=cfg.crash_at_step)
+    settings = LoopSettings.for_run(cfg, output_dir, max_steps=total, steps_per_epoch=per_epoch,
+                                    eval_every=cfg.eval_every or 0, desc=f"finetune {model_name}")
     accelerator.init_trackers("finetune_detection", config=tracker_config(dict(asdict(cfg), model=model_name)))
     kind = "Mask R-CNN" if cfg.masks else "Faster R-CNN"
     n_params = sum(p.numel() for p in accelerator.unwrap_model(model).parameters())

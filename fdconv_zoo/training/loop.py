@@ -47,6 +47,15 @@ class LoopSettings:
     desc: str = "train"
     crash_at_step: int | None = None  # tests: os._exit right after this step (and its checkpoint)
 
+    @classmethod
+    def for_run(cls, cfg: Any, output_dir: Path, *, max_steps: int, steps_per_epoch: int, eval_every: int,
+                desc: str) -> LoopSettings:
+        """The settings a script's :class:`~fdconv_zoo.training.run_setup.RunConfig` flags give, plus its budget."""
+        return cls(output_dir=output_dir, max_steps=max_steps, steps_per_epoch=steps_per_epoch,
+                   grad_accum=cfg.grad_accum, clip_grad=cfg.clip_grad, checkpoint_every=cfg.checkpoint_every,
+                   keep_checkpoints=cfg.keep_checkpoints, eval_every=eval_every, log_every=cfg.log_every, desc=desc,
+                   crash_at_step=cfg.crash_at_step)
+
 
 class TrainState:
     """The loop's own resumable state, saved with ``register_for_checkpointing``."""

@@ -182,10 +182,8 @@ def finetune_segmentation(cfg: SegmentationConfig) -> dict[str, Any]:
         return metrics
 
     eval_every = cfg.eval_every if cfg.eval_every is not None else 0
-    settings = LoopSettings(output_dir=output_dir, max_steps=total, steps_per_epoch=per_epoch,
-                            grad_accum=cfg.grad_accum, clip_grad=cfg.clip_grad, checkpoint_every=cfg.checkpoint_every,
-                            keep_checkpoints=cfg.keep_checkpoints, eval_every=eval_every, log_every=cfg.log_every,
-                            desc=f"finetune {model_name}", crash_at_step=cfg.crash_at_step)
+    settings = LoopSettings.for_run(cfg, output_dir, max_steps=total, steps_per_epoch=per_epoch,
+                                    eval_every=eval_every, desc=f"finetune {model_name}")
     accelerator.init_trackers("finetune_segmentation", config=tracker_config(dict(asdict(cfg), model=model_name)))
     net = accelerator.unwrap_model(model)
     n_backbone = sum(p.numel() for p in net.backbone.parameters())
